@@ -1,0 +1,436 @@
+"""Backend connection pools: one per user, sharing one server's connect budget.
+
+A Pool hands healthy BackendConnections to client sessions and takes them
+back. Its janitor keeps every idle connection far from the server's
+``wait_timeout``: it pings connections idle for ``ping_interval``, retires
+those older than ``max_lifetime``, and refills to ``min_idle``. With ``auto``
+both are derived from the ``@@wait_timeout`` each connection learned (and
+re-learned when a client changes it): pings at a third of it (at most 30 s),
+lifetime half of it (at most 1 h).
+
+The Server object holds what all pools of one backend address share: the
+version string shown to clients, a bound on concurrent connection attempts,
+and exponential backoff with jitter while the server is unreachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from proxyd.backend import BackendConnection, BackendError, BackendGone, open_backend
+from proxyd.config import BackendConfig, PoolConfig, UserConfig
+from proxyd.protocol.messages import ErrPacket
+
+log = logging.getLogger("proxyd.pool")
+
+BACKOFF_BASE = 0.1
+BACKOFF_CAP = 5.0
+PING_AUTO_CAP = 30.0
+LIFETIME_AUTO_CAP = 3600.0
+DEFAULT_CHARSET = 45  # utf8mb4_general_ci
+
+
+class AcquireError(Exception):
+    """No backend could be had; ``err`` is what the client should see."""
+
+    def __init__(self, message: str, err: ErrPacket | None = None) -> None:
+        super().__init__(message)
+        self.err = err
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counters shared by pools; the metrics and admin layers read them."""
+
+    counters: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def inc(self, name: str, n: int = 1) -> None:
+        self.counters[name] += n
+
+
+class Server:
+    """One backend address: connect budget, backoff, and what we learned of it."""
+
+    def __init__(self, config: BackendConfig, stats: Stats) -> None:
+        self.config = config
+        self.stats = stats
+        self.version: bytes | None = None
+        self.charset = DEFAULT_CHARSET
+        self.up = False
+        self.failures = 0
+        self.next_attempt = 0.0
+        self.last_error = ""
+        self._connecting = asyncio.Semaphore(config.max_connecting)
+
+    async def connect(
+        self,
+        user: UserConfig,
+        profile: int,
+        on_lost: Callable[[BackendConnection, str], None],
+    ) -> BackendConnection:
+        """One attempt, after any backoff in force; raise BackendError."""
+        delay = self.next_attempt - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        async with self._connecting:
+            try:
+                conn = await open_backend(
+                    self.config.address,
+                    user.backend_user.encode(),
+                    user.backend_password.encode(),
+                    profile,
+                    self.charset,
+                    None,
+                    on_lost,
+                    self.config.connect_timeout,
+                )
+            except BackendError as exc:
+                self._failed(exc)
+                raise
+        self.stats.inc("backend_connects")
+        if not self.up:
+            if self.failures:
+                log.info(
+                    "server %s is back after %d failed attempts", self.config.address, self.failures
+                )
+            self.up = True
+        self.failures = 0
+        self.next_attempt = 0.0
+        self.version = conn.server_version
+        return conn
+
+    def _failed(self, exc: BackendError) -> None:
+        self.stats.inc("backend_connect_errors")
+        self.failures += 1
+        backoff = min(BACKOFF_CAP, BACKOFF_BASE * (2 ** min(self.failures, 10)))
+        self.next_attempt = time.monotonic() + backoff * random.uniform(0.5, 1.0)
+        message = str(exc)
+        if self.up or message != self.last_error:
+            # One line per burst of identical failures, not one per attempt.
+            log.warning("server %s: %s", self.config.address, message)
+        self.up = False
+        self.last_error = message
+
+
+@dataclass(slots=True)
+class _Waiter:
+    profile: int
+    future: asyncio.Future[BackendConnection]
+    since: float
+
+
+class Pool:
+    """Backend connections of one user; see the module docstring."""
+
+    def __init__(self, user: UserConfig, config: PoolConfig, server: Server, stats: Stats) -> None:
+        self.user = user
+        self.config = config
+        self.server = server
+        self.stats = stats
+        self.idle: list[BackendConnection] = []  # LIFO: hot ones stay hot
+        self.conns: set[BackendConnection] = set()
+        self.connecting = 0
+        self.waiters: collections.deque[_Waiter] = collections.deque()
+        self.last_profile = 0
+        self.closed = False
+        self._janitor: asyncio.Task[None] | None = None
+        self._pinging: set[BackendConnection] = set()
+        self.on_backend_lost: Callable[[BackendConnection, str], None] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.user.name
+
+    @property
+    def size(self) -> int:
+        return len(self.conns) + self.connecting
+
+    def start(self) -> None:
+        self._janitor = asyncio.get_running_loop().create_task(self._janitor_loop())
+
+    # -- intervals ---------------------------------------------------------------
+
+    def ping_interval(self, conn: BackendConnection) -> float:
+        if self.config.ping_interval is not None:
+            return min(self.config.ping_interval, conn.wait_timeout * 0.5)
+        return max(0.1, min(PING_AUTO_CAP, conn.wait_timeout / 3))
+
+    def lifetime(self, conn: BackendConnection) -> float:
+        if self.config.max_lifetime is not None:
+            return min(self.config.max_lifetime, conn.wait_timeout * 0.5)
+        return min(LIFETIME_AUTO_CAP, conn.wait_timeout / 2)
+
+    # -- hand-out ----------------------------------------------------------------
+
+    def take_idle(self, profile: int, schema: bytes | None = None) -> BackendConnection | None:
+        """An idle connection ready right now, or None (no waiting, no I/O)."""
+        idle = self.idle
+        best = -1
+        for i in range(len(idle) - 1, -1, -1):
+            conn = idle[i]
+            if conn.profile != profile or conn.closed:
+                continue
+            if conn.idle_for >= self.ping_interval(conn):
+                continue  # health uncertain: acquire() checks it first
+            if best < 0:
+                best = i
+            if conn.schema == schema:
+                best = i
+                break
+        if best < 0:
+            return None
+        return idle.pop(best)
+
+    async def acquire(self, profile: int, timeout: float | None = None) -> BackendConnection:
+        """A healthy connection of this profile; raise AcquireError after ``timeout``."""
+        if self.closed:
+            raise AcquireError("proxyd: pool is shutting down")
+        self.last_profile = profile
+        deadline = time.monotonic() + (self.config.acquire_timeout if timeout is None else timeout)
+        while True:
+            conn = self._pop_idle(profile)
+            if conn is None:
+                conn = await self._wait(profile, deadline)
+            if conn.idle_for >= self.ping_interval(conn):
+                try:
+                    await conn.ping(self.server.config.ping_timeout)
+                    self.stats.inc("pings")
+                except (BackendError, asyncio.TimeoutError):
+                    self.stats.inc("pings_failed")
+                    conn.close("ping_failed")
+                    continue
+            if conn.closed:
+                continue
+            return conn
+
+    def _pop_idle(self, profile: int) -> BackendConnection | None:
+        for i in range(len(self.idle) - 1, -1, -1):
+            conn = self.idle[i]
+            if conn.profile == profile and not conn.closed:
+                return self.idle.pop(i)
+        return None
+
+    async def _wait(self, profile: int, deadline: float) -> BackendConnection:
+        fut: asyncio.Future[BackendConnection] = asyncio.get_running_loop().create_future()
+        waiter = _Waiter(profile, fut, time.monotonic())
+        self.waiters.append(waiter)
+        self._grow()
+        try:
+            return await asyncio.wait_for(fut, max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            self.stats.inc("acquire_timeouts")
+            why = (
+                "server unreachable: " + self.server.last_error
+                if not self.server.up
+                else (
+                    f"all {self.config.max_size} backend connections of user {self.name!r} are busy"
+                )
+            )
+            raise AcquireError(
+                f"proxyd: no backend connection within acquire_timeout "
+                f"({self.config.acquire_timeout:g}s); {why}"
+            ) from None
+        finally:
+            if waiter in self.waiters:
+                self.waiters.remove(waiter)
+            self.stats.inc(
+                "acquire_wait_seconds_x1000", int((time.monotonic() - waiter.since) * 1000)
+            )
+
+    def _grow(self) -> None:
+        """Start connections for waiters that no pending connect will serve."""
+        unserved = len(self.waiters) - self.connecting
+        while unserved > 0:
+            if self.size >= self.config.max_size:
+                # Full: make room by closing an idle connection of another profile.
+                victim = next((c for c in self.idle if not self._wanted_by_waiter(c)), None)
+                if victim is None:
+                    return
+                self.idle.remove(victim)
+                victim.close("profile_swap")
+                continue
+            profile = self.waiters[-unserved].profile
+            self._spawn(profile)
+            unserved -= 1
+
+    def _wanted_by_waiter(self, conn: BackendConnection) -> bool:
+        return any(w.profile == conn.profile for w in self.waiters)
+
+    def _spawn(self, profile: int) -> None:
+        self.connecting += 1
+        asyncio.get_running_loop().create_task(self._connect(profile))
+
+    async def _connect(self, profile: int) -> None:
+        try:
+            while not self.closed:
+                try:
+                    conn = await self.server.connect(self.user, profile, self._lost)
+                except BackendError as exc:
+                    if exc.err is not None and exc.err.error_code in (1045, 1040, 1129, 1203):
+                        self._fail_waiters(exc)
+                    if not self.waiters and len(self.idle) >= self.config.min_idle:
+                        return
+                    continue
+                conn.pool = self
+                self.conns.add(conn)
+                self.connecting -= 1
+                try:
+                    self._hand_over(conn)
+                finally:
+                    self.connecting += 1
+                return
+        finally:
+            self.connecting -= 1
+
+    def _fail_waiters(self, exc: BackendError) -> None:
+        """The server refused proxyd's login: pass its answer on at once."""
+        assert exc.err is not None
+        err = ErrPacket(
+            exc.err.error_code,
+            exc.err.sql_state,
+            b"proxyd: server refused the backend login: " + exc.err.message,
+        )
+        for waiter in list(self.waiters):
+            if not waiter.future.done():
+                waiter.future.set_exception(AcquireError(str(exc), err))
+
+    # -- return ------------------------------------------------------------------
+
+    def release(self, conn: BackendConnection) -> None:
+        """Take back a connection whose server session is clean enough to share."""
+        conn.holder = None
+        if conn.closed:
+            return
+        if conn.busy or conn.in_transaction or conn.needs_reset:
+            asyncio.get_running_loop().create_task(self._clean_and_return(conn))
+            return
+        if self.closed or self.size > self.config.max_size or conn.age >= self.lifetime(conn):
+            self._retire(conn, "lifetime" if conn.age >= self.lifetime(conn) else "surplus")
+            return
+        self._hand_over(conn)
+
+    async def _clean_and_return(self, conn: BackendConnection) -> None:
+        try:
+            if conn.busy:
+                conn.close("released_busy")
+                return
+            await conn.reset()
+        except (BackendError, asyncio.TimeoutError) as exc:
+            conn.close(f"reset_failed: {exc}")
+            return
+        self.stats.inc("resets")
+        self.release(conn)
+
+    def _hand_over(self, conn: BackendConnection) -> None:
+        for waiter in self.waiters:
+            if waiter.profile == conn.profile and not waiter.future.done():
+                self.waiters.remove(waiter)
+                waiter.future.set_result(conn)
+                return
+        self.idle.append(conn)
+        if self.waiters:
+            self._grow()
+
+    def _retire(self, conn: BackendConnection, reason: str) -> None:
+        self.stats.inc(f"recycled_{reason}")
+        log.debug("pool %s: retiring backend %s (%s)", self.name, conn.id, reason)
+        conn.close(reason)
+
+    def _lost(self, conn: BackendConnection, reason: str) -> None:
+        """A connection closed, whoever closed it."""
+        self.conns.discard(conn)
+        if conn in self.idle:
+            self.idle.remove(conn)
+        if reason in ("server_closed", "server_reset", "killed", "server_idle_timeout"):
+            self.stats.inc(f"recycled_{'killed' if reason == 'killed' else 'server_closed'}")
+            log.info(
+                "pool %s: backend %s (thread %s) closed by the server (%s)",
+                self.name,
+                conn.id,
+                conn.thread_id,
+                reason,
+            )
+        holder = conn.holder
+        if holder is not None:
+            holder.backend_lost(conn, reason)
+
+    # -- upkeep ------------------------------------------------------------------
+
+    async def _janitor_loop(self) -> None:
+        while not self.closed:
+            try:
+                self._tick()
+            except Exception:  # the janitor must outlive any one bad connection
+                log.exception("pool %s: janitor error", self.name)
+            await asyncio.sleep(self._tick_interval())
+
+    def _tick_interval(self) -> float:
+        intervals = [self.ping_interval(c) for c in self.conns]
+        return max(0.05, min([1.0, *[i / 4 for i in intervals]]))
+
+    def _tick(self) -> None:
+        for conn in list(self.idle):
+            if conn.age >= self.lifetime(conn):
+                self.idle.remove(conn)
+                self._retire(conn, "lifetime")
+            elif conn.idle_for >= self.ping_interval(conn):
+                self.idle.remove(conn)
+                self._ping_in_background(conn, back_to_idle=True)
+        for conn in list(self.conns):
+            # Connections held by idle sessions (session mode, pinned) need pings too.
+            if (
+                conn.holder is not None
+                and not conn.busy
+                and conn not in self._pinging
+                and conn.idle_for >= self.ping_interval(conn)
+            ):
+                self._ping_in_background(conn, back_to_idle=False)
+        missing = self.config.min_idle - len(self.idle) - self.connecting
+        while missing > 0 and self.size < self.config.max_size and not self.closed:
+            self._spawn(self.last_profile)
+            missing -= 1
+
+    def _ping_in_background(self, conn: BackendConnection, back_to_idle: bool) -> None:
+        self._pinging.add(conn)
+
+        async def ping() -> None:
+            try:
+                await conn.ping(self.server.config.ping_timeout)
+                self.stats.inc("pings")
+            except (BackendError, asyncio.TimeoutError, RuntimeError):
+                self.stats.inc("pings_failed")
+                self._retire(conn, "ping_failed")
+                return
+            finally:
+                self._pinging.discard(conn)
+            if back_to_idle:
+                if conn.holder is None:
+                    self._hand_over(conn)
+            elif conn.holder is not None:
+                conn.holder.backend_ready(conn)
+
+        asyncio.get_running_loop().create_task(ping())
+
+    async def close(self) -> None:
+        self.closed = True
+        if self._janitor is not None:
+            self._janitor.cancel()
+        for waiter in list(self.waiters):
+            if not waiter.future.done():
+                waiter.future.set_exception(AcquireError("proxyd: shutting down"))
+        for conn in list(self.idle):
+            conn.close("shutdown")
+        self.idle.clear()
+
+    def close_all(self) -> None:
+        for conn in list(self.conns):
+            conn.close("shutdown")
+
+
+__all__ = ["AcquireError", "BackendGone", "Pool", "Server", "Stats"]

@@ -1,0 +1,35 @@
+"""Protocol constants: PyMySQL's public tables plus the few it does not carry."""
+
+from __future__ import annotations
+
+from pymysql.constants import CLIENT, COMMAND, ER, SERVER_STATUS
+from pymysql.constants.CR import CR_SERVER_GONE_ERROR, CR_SERVER_LOST
+
+__all__ = [
+    "CLIENT",
+    "COMMAND",
+    "COM_RESET_CONNECTION",
+    "CR_SERVER_GONE_ERROR",
+    "CR_SERVER_LOST",
+    "ER",
+    "MAX_PACKET_PAYLOAD",
+    "SERVER_SESSION_STATE_CHANGED",
+    "SERVER_STATUS",
+    "SERVER_STATUS_IN_TRANS_READONLY",
+]
+
+# Payloads this long continue in the next packet (protocol_basic_packets.html).
+MAX_PACKET_PAYLOAD = 0xFFFFFF
+
+# Not in PyMySQL's tables (mysql_com.h).
+SERVER_STATUS_IN_TRANS_READONLY = 0x2000
+SERVER_SESSION_STATE_CHANGED = 0x4000
+COM_RESET_CONNECTION = 0x1F
+
+# Session-state-change entry types (mysql_com.h enum_session_state_type).
+SESSION_TRACK_SYSTEM_VARIABLES = 0
+SESSION_TRACK_SCHEMA = 1
+SESSION_TRACK_STATE_CHANGE = 2
+SESSION_TRACK_GTIDS = 3
+SESSION_TRACK_TRANSACTION_CHARACTERISTICS = 4
+SESSION_TRACK_TRANSACTION_STATE = 5

@@ -1,0 +1,7 @@
+"""The one exception type the protocol layer raises on malformed input."""
+
+from __future__ import annotations
+
+
+class ProtocolError(ValueError):
+    """Bytes that do not follow the MySQL client/server protocol."""
