@@ -254,5 +254,9 @@ class TcpRelay:
         self._links.add(link)
         try:
             await link.run(reader)
+        except asyncio.CancelledError:
+            # close() cancels everything; asyncio before 3.12 would report a cancelled
+            # connection handler as an unhandled exception.
+            link.reset()
         finally:
             self._links.discard(link)
