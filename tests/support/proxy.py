@@ -212,6 +212,11 @@ class ProxydProcess:
     def connect(
         self, user: str = "app", password: str = "apppw", database: str = "test", **kw: Any
     ) -> pymysql.Connection:
+        """A PyMySQL connection through proxyd; `kw` overrides any default.
+
+        Reads and writes time out after 30s by default, so a proxy that swallows a reply
+        fails the test with error 2013 instead of hanging it until pytest-timeout.
+        """
         params: dict[str, Any] = {
             "host": self.host,
             "port": self.port,
@@ -220,6 +225,8 @@ class ProxydProcess:
             "database": database,
             "autocommit": True,
             "connect_timeout": 5,
+            "read_timeout": 30,
+            "write_timeout": 30,
         }
         params.update(kw)
         return pymysql.connect(**params)
