@@ -216,21 +216,18 @@ class MariaDBServer:
         Waits up to `wait` seconds until they are gone from the processlist, so a test can
         count on the server side being closed when this returns.
         """
+        # Listed before this connection opens, so KILLing root's connections spares it.
+        victims = self.connection_ids(user)
         killed = []
         with self.connect() as conn, conn.cursor() as cur:
-            cur.execute(
-                "SELECT id FROM information_schema.processlist"
-                " WHERE user = %s AND id <> CONNECTION_ID()",
-                (user,),
-            )
-            for (thread_id,) in cur.fetchall():
+            for thread_id in victims:
                 try:
-                    cur.execute(f"KILL CONNECTION {int(thread_id)}")
+                    cur.execute(f"KILL CONNECTION {thread_id}")
                 except pymysql.err.OperationalError as exc:
                     if exc.args[0] != _ER_NO_SUCH_THREAD:
                         raise
                 else:
-                    killed.append(int(thread_id))
+                    killed.append(thread_id)
             deadline = time.monotonic() + wait
             while killed and time.monotonic() < deadline:
                 cur.execute(
@@ -280,6 +277,8 @@ class MariaDBServer:
         with log.open("wb") as out:
             result = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False)
         if result.returncode != 0:
+            # A half-made datadir would be taken as initialised by the next start().
+            shutil.rmtree(self.datadir, ignore_errors=True)
             raise RuntimeError(
                 f"{install_db} exited with {result.returncode}; last lines of {log}:\n"
                 f"{log_tail(log)}"

@@ -81,7 +81,9 @@ class _Link:
             asyncio.create_task(self._deliver(downstream, self.client)),
         ]
         done, _ = await asyncio.wait(self.tasks, return_when=asyncio.FIRST_EXCEPTION)
-        if any(task.cancelled() or task.exception() is not None for task in done):
+        # Look at every finished task (no short circuit), so none logs "exception never retrieved".
+        failed = [task for task in done if task.cancelled() or task.exception() is not None]
+        if failed:
             # One side was reset (or drop_all ran): pass on a reset, not a polite FIN.
             self.reset()
         else:
