@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pymysql
@@ -94,3 +95,17 @@ def test_relay_delay_holds_each_reply(relay: TcpRelay) -> None:
         conn.ping(reconnect=False)
         # The delay applies each way: request and reply.
         assert time.monotonic() - started >= 0.55
+
+
+def test_server_started_from_a_short_lived_thread_outlives_it(
+    fresh_mariadb: MariaDBServer,
+) -> None:
+    # Fault tests bring a server back from a threading.Timer while a query waits.
+    fresh_mariadb.stop()
+    starter = threading.Thread(target=fresh_mariadb.start)
+    starter.start()
+    starter.join()
+    time.sleep(0.3)
+
+    assert fresh_mariadb.is_running
+    assert fresh_mariadb.execute("SELECT 1") == [(1,)]

@@ -25,7 +25,7 @@ from tests.support.processes import (
     free_port,
     kill_process,
     log_tail,
-    orphan_guarded,
+    spawn,
     stop_process,
 )
 
@@ -288,11 +288,9 @@ class MariaDBServer:
         mariadbd = find_binary("mariadbd", "mysqld")
         # --no-defaults must come first: otherwise /etc/mysql/my.cnf (port 3306, user mysql,
         # the system socket) is read and wins over nothing we pass later.
-        argv = orphan_guarded([mariadbd, "--no-defaults", *_render(self._server_options())])
+        argv = [mariadbd, "--no-defaults", *_render(self._server_options())]
         with (self.dir / "mariadbd.out").open("ab") as out:
-            self._proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
-            )
+            self._proc = spawn(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
 
     def _wait_ready(self) -> None:
         assert self._proc is not None

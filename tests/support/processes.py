@@ -10,8 +10,9 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -38,18 +39,25 @@ def log_tail(path: Path, lines: int = 40) -> str:
 
 
 _setpriv = shutil.which("setpriv")
+# The kernel sends the death signal when the *thread* that forked the child exits, not the
+# process, and tests do start servers from short-lived threads (threading.Timer to bring a
+# server back mid-query). So every child is forked from this one long-lived thread.
+_spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-spawner")
 
 
-def orphan_guarded(argv: Sequence[str]) -> list[str]:
-    """Prefix argv so the child gets SIGKILL if the test process dies without cleaning up.
+def spawn(argv: Sequence[str], **popen_kw: Any) -> subprocess.Popen[bytes]:
+    """Popen(argv) whose child gets SIGKILL if the test process dies without cleaning up.
 
     atexit covers normal exits and Ctrl-C; this covers `kill -9` of pytest, so no stray
-    mariadbd or proxyd outlives a run. The death signal is tied to the *thread* that
-    spawned the child, so spawn from the main thread (fixtures do).
+    mariadbd or proxyd outlives a run.
     """
-    if _setpriv is None:
-        return list(argv)
-    return [_setpriv, "--pdeathsig", "KILL", "--", *argv]
+    if _setpriv is not None:
+        argv = [_setpriv, "--pdeathsig", "KILL", "--", *argv]
+
+    def popen() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(argv, **popen_kw)
+
+    return _spawner.submit(popen).result()
 
 
 def stop_process(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> int | None:

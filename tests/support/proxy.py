@@ -26,8 +26,8 @@ from tests.support.processes import (
     forget_at_exit,
     free_port,
     log_tail,
-    orphan_guarded,
     port_accepts,
+    spawn,
     stop_process,
 )
 
@@ -148,9 +148,9 @@ class ProxydProcess:
         with open(fd, "w") as config_file:
             yaml.safe_dump(self.config, config_file, sort_keys=False)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        argv = orphan_guarded([sys.executable, "-m", "proxyd", "--config", str(self.config_path)])
+        argv = [sys.executable, "-m", "proxyd", "--config", str(self.config_path)]
         with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
+            self._proc = spawn(
                 argv, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
             )
         deadline = time.monotonic() + self.startup_timeout
