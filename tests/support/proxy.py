@@ -142,11 +142,15 @@ class ProxydProcess:
     def __repr__(self) -> str:
         return f"<ProxydProcess {self.address} pid={self._proc and self._proc.pid}>"
 
-    def start(self) -> None:
+    def write_config(self) -> None:
+        """Write `config` to `config_path`; for a reload test, edit `config`, call this, SIGHUP."""
         # Owner-only, as proxyd expects of a file that holds passwords.
         fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with open(fd, "w") as config_file:
             yaml.safe_dump(self.config, config_file, sort_keys=False)
+
+    def start(self) -> None:
+        self.write_config()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         argv = [sys.executable, "-m", "proxyd", "--config", str(self.config_path)]
         with self.log_path.open("ab") as log:
