@@ -111,6 +111,7 @@ class Server:
         backoff = min(BACKOFF_CAP, BACKOFF_BASE * (2 ** min(self.failures, 10)))
         self.next_attempt = time.monotonic() + backoff * random.uniform(0.5, 1.0)
         message = str(exc)
+        log.debug("server %s: attempt %d failed: %s", self.config.address, self.failures, message)
         if self.up or message != self.last_error:
             # One line per burst of identical failures, not one per attempt.
             log.warning("server %s: %s", self.config.address, message)
