@@ -1,0 +1,1 @@
+"""Runnable demonstrations of what proxyd is for; see scripts/demo."""
