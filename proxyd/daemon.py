@@ -16,7 +16,8 @@ import time
 
 from proxyd.config import Config
 from proxyd.frontend import DEFAULT_SERVER_VERSION, ClientSession
-from proxyd.pool import Pool, Server, Stats
+from proxyd.metrics import Stats
+from proxyd.pool import Pool, Server
 
 log = logging.getLogger("proxyd.daemon")
 

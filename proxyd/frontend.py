@@ -231,6 +231,7 @@ class ClientSession(asyncio.Protocol):
         self._tracker: ResponseTracker | None = None
         self._command: bytes = b""
         self._attempts = 0
+        self._started = 0.0
         self._paused = False
         self._waiting_ready = False
 
@@ -550,6 +551,7 @@ class ClientSession(asyncio.Protocol):
         self._to(State.IN_COMMAND)
         tracker = ResponseTracker(self._command[0], backend.capabilities, self.capabilities)
         self._tracker = tracker
+        self._started = time.monotonic()
         backend.forward(encode_packet(self._command, 0), tracker, self.transport, self._answered)
 
     def _answered(self, tracker: ResponseTracker) -> None:
@@ -561,6 +563,7 @@ class ClientSession(asyncio.Protocol):
             self._pump()
             return
         self._tracker = None
+        self.daemon.stats.observe_query(time.monotonic() - self._started)
         self._absorb(tracker)
         self._to(State.IDLE)
         self._maybe_release()

@@ -21,10 +21,11 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from proxyd.backend import BackendConnection, BackendError, BackendGone, open_backend
 from proxyd.config import BackendConfig, PoolConfig, UserConfig
+from proxyd.metrics import Stats
 from proxyd.protocol.messages import ErrPacket
 
 log = logging.getLogger("proxyd.pool")
@@ -42,16 +43,6 @@ class AcquireError(Exception):
     def __init__(self, message: str, err: ErrPacket | None = None) -> None:
         super().__init__(message)
         self.err = err
-
-
-@dataclass(slots=True)
-class Stats:
-    """Counters shared by pools; the metrics and admin layers read them."""
-
-    counters: collections.Counter[str] = field(default_factory=collections.Counter)
-
-    def inc(self, name: str, n: int = 1) -> None:
-        self.counters[name] += n
 
 
 class Server:
@@ -196,6 +187,8 @@ class Pool:
         deadline = time.monotonic() + (self.config.acquire_timeout if timeout is None else timeout)
         while True:
             conn = self._pop_idle(profile)
+            if conn is not None:
+                self.stats.observe_acquire_wait(0.0)
             if conn is None:
                 conn = await self._wait(profile, deadline)
             if conn.idle_for >= self.ping_interval(conn):
@@ -434,4 +427,4 @@ class Pool:
             conn.close("shutdown")
 
 
-__all__ = ["AcquireError", "BackendGone", "Pool", "Server", "Stats"]
+__all__ = ["AcquireError", "BackendGone", "Pool", "Server"]
