@@ -103,6 +103,7 @@ class ResponseTracker:
         "prepare_ok",
         "state",
         "state_changes",
+        "statement_id",
         "status_flags",
     )
 
@@ -119,6 +120,8 @@ class ResponseTracker:
         self.ok: OkPacket | None = None
         self.err: ErrPacket | None = None
         self.prepare_ok: StmtPrepareOk | None = None
+        # For COM_STMT_PREPARE: the statement id to show the client instead of the server's.
+        self.statement_id: int | None = None
         self.state_changes: list[list[StateChange]] = []  # one list per OK packet
         self.last_seq = -1
         self.out: list[bytes | memoryview] = []
@@ -294,6 +297,10 @@ class ResponseTracker:
                 )
                 self._columns = remaining
                 self.state = SKIP if remaining else DONE
+                if self.statement_id is not None:
+                    # The client sees proxyd's statement id, not this server's.
+                    body = payload[:1] + self.statement_id.to_bytes(4, "little") + payload[5:]
+                    return packet_header(len(body), seq) + body
         return None
 
     def _error(self, payload: bytes | bytearray | memoryview) -> None:
