@@ -1,0 +1,1 @@
+"""Benchmarks that put numbers on proxyd's cost; see bench/README.md."""
