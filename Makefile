@@ -9,7 +9,7 @@ test:
 	bash scripts/test $(ARGS)
 
 lint: setup
-	.venv/bin/ruff check $(wildcard proxyd tests bench)
+	.venv/bin/ruff check proxyd tests bench demo
 	.venv/bin/mypy
 
 demo: setup
