@@ -174,6 +174,8 @@ class ResponseTracker:
                 take = min(self._need - len(pend), n - pos)
                 pend += mv[pos : pos + take]
                 pos += take
+                # These bytes leave with the held packet, not as a slice of this chunk.
+                emit_from = pos
                 if len(pend) < self._need:
                     break
                 view: bytes | bytearray | memoryview = pend
