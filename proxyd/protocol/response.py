@@ -134,7 +134,9 @@ class ResponseTracker:
 
     @property
     def done(self) -> bool:
-        return self.state == DONE
+        # The last packet of a COM_STMT_PREPARE answer is skipped by count like the
+        # others: the answer is over only once its body (and any continuation) is in.
+        return self.state == DONE and not self._skip and not self._continued
 
     @property
     def awaiting_infile(self) -> bool:
@@ -163,7 +165,7 @@ class ResponseTracker:
         pos = 0
         emit_from = 0
         out = self.out
-        while pos < n and self.state < INFILE:
+        while pos < n and (self.state < INFILE or self._skip or self._continued):
             if self._skip:
                 take = min(self._skip, n - pos)
                 self._skip -= take
