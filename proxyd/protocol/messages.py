@@ -276,9 +276,21 @@ def parse_ok(payload: bytes, capabilities: int) -> OkPacket:
             info = r.lenenc_str()
         if status & SERVER_SESSION_STATE_CHANGED and r.remaining():
             state = r.lenenc_str()
-    else:
-        info = r.rest()
+    elif r.remaining():
+        info = _info_without_session_track(r.rest())
     return OkPacket(affected, insert_id, status, warnings, info, state, header)
+
+
+def _info_without_session_track(data: bytes) -> bytes:
+    # The docs say string<EOF> here, but MySQL and MariaDB send a length-encoded
+    # string with or without CLIENT_SESSION_TRACK (net_send_ok stores it with
+    # net_store_data; https://mariadb.com/kb/en/ok_packet/), and clients read it so.
+    r = Reader(data)
+    try:
+        info = r.lenenc_str()
+    except ProtocolError:
+        return data
+    return data if r.remaining() else info
 
 
 def build_ok(ok: OkPacket, capabilities: int) -> bytes:
@@ -296,8 +308,8 @@ def build_ok(ok: OkPacket, capabilities: int) -> bytes:
             parts.append(lenenc_str(ok.info))
         if status & SERVER_SESSION_STATE_CHANGED:
             parts.append(lenenc_str(ok.session_state))
-    else:
-        parts.append(ok.info)
+    elif ok.info:
+        parts.append(lenenc_str(ok.info))
     return b"".join(parts)
 
 

@@ -322,7 +322,7 @@ class ResponseTracker:
             status = ok.status_flags
             if ok.session_state:
                 self.state_changes.append(parse_session_state(ok.session_state))
-            if self._strip_tracking and (status & SERVER_SESSION_STATE_CHANGED or ok.info):
+            if self._strip_tracking and status & SERVER_SESSION_STATE_CHANGED:
                 body = build_ok(ok, self._client_caps)
                 replacement = packet_header(len(body), seq) + body
         self.status_flags = status
