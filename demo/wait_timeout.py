@@ -133,7 +133,7 @@ def run_demo(rounds: int, idle_seconds: float) -> int:
             table.idle(idle_seconds)
             table.both("SELECT now()")
 
-        table.heading("2. The write-up's loop: the app sets its session's wait_timeout itself")
+        table.heading("2. As in the bug report: the app also sets its own session's wait_timeout")
         for number in range(1, max(1, rounds - 1) + 1):
             table.start_round(number)
             table.both("SELECT now()")
@@ -161,7 +161,7 @@ def run_demo(rounds: int, idle_seconds: float) -> int:
     print(
         f"proxyd learned wait_timeout={WAIT_TIMEOUT} from the server, and pinged and replaced its"
         " idle server connections\nbefore the server could close them"
-        f" ({RUN_DIR.name}/proxyd.log shows it): the app never got a dead one."
+        f" ({RUN_DIR.name}/proxyd.log lists the replacements): the app never got a dead one."
     )
     return 0
 
