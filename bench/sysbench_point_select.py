@@ -184,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     except SysbenchFailed as exc:
         print(f"scripts/bench: sysbench failed: {exc}", file=sys.stderr)
         return 1
+    except (RuntimeError, FileNotFoundError) as exc:
+        # MariaDB or proxyd would not start; the message says why and where the log is.
+        print(f"scripts/bench: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\ninterrupted; MariaDB and proxyd are stopped", file=sys.stderr)
         return 130

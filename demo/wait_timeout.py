@@ -188,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         return run_demo(args.rounds, args.idle)
+    except (RuntimeError, FileNotFoundError) as exc:
+        # MariaDB or proxyd would not start; the message says why and where the log is.
+        print(f"scripts/demo: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\ninterrupted; MariaDB and proxyd are stopped", file=sys.stderr)
         return 130
