@@ -160,8 +160,8 @@ def run_demo(rounds: int, idle_seconds: float) -> int:
         return 1
     print(
         f"proxyd learned wait_timeout={WAIT_TIMEOUT} from the server, and pinged and replaced its"
-        " idle server connections\nbefore the server could close them"
-        f" ({RUN_DIR.name}/proxyd.log lists the replacements): the app never got a dead one."
+        " idle server\nconnections before the server could close them: the app never got a dead"
+        f" one.\n({RUN_DIR.name}/proxyd.log lists the replacements.)"
     )
     return 0
 
