@@ -11,6 +11,7 @@ server closes it (KILL, wait_timeout, shutdown) and tells its owner.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -41,10 +42,12 @@ from proxyd.protocol.messages import (
     parse_auth_switch_request,
     parse_err,
     parse_handshake_v10,
+    parse_stmt_prepare_ok,
 )
 from proxyd.protocol.packets import PacketReader, encode_packet
 from proxyd.protocol.response import ResponseTracker
 from proxyd.protocol.resultset import decode_text_result
+from proxyd.session_state import CHARSET_VARIABLES
 
 if TYPE_CHECKING:
     from proxyd.config import Address
@@ -64,13 +67,14 @@ BASE_CAPABILITIES = (
     | CLIENT.PLUGIN_AUTH_LENENC_CLIENT_DATA
     | CLIENT.SESSION_TRACK
     | CLIENT.CONNECT_ATTRS
+    # Switched per client with COM_SET_OPTION, so it does not split the pool.
+    | CLIENT.MULTI_STATEMENTS
 )
 # Client capabilities that change what a server sends or accepts: a backend is
 # only shared between clients that agree on these (the pool keys on them).
 PROFILE_CAPABILITIES = (
     CLIENT.FOUND_ROWS
     | CLIENT.DEPRECATE_EOF
-    | CLIENT.MULTI_STATEMENTS
     | CLIENT.LOCAL_FILES
     | CLIENT.IGNORE_SPACE
 )
@@ -80,16 +84,11 @@ SESSION_TRACKING_SETUP = (
     b" session_track_system_variables='*',"
     b" session_track_transaction_info='CHARACTERISTICS'"
 )
-CHARSET_VARIABLES = frozenset(
-    (
-        b"character_set_client",
-        b"character_set_connection",
-        b"character_set_results",
-        b"collation_connection",
-    )
-)
 
 _ids = itertools.count(1)
+
+MAX_STATEMENTS_PER_BACKEND = 256
+ER_MAX_PREPARED_STMT_COUNT_REACHED = 1461
 
 
 class BackendError(Exception):
@@ -160,6 +159,10 @@ class BackendConnection(asyncio.Protocol):
         self.schema = schema
         self.vars: dict[bytes, bytes] = {}
         self.needs_reset = False
+        self.last_insert_id = 0
+        # Binary-protocol statements prepared here: SQL text -> server statement id, LRU order.
+        self.statements: collections.OrderedDict[bytes, int] = collections.OrderedDict()
+        self.multi_statements = bool(profile & CLIENT.MULTI_STATEMENTS)
         # Connection phase.
         self._reader: PacketReader | None = PacketReader()
         self._packet_waiter: asyncio.Future[tuple[int, bytes]] | None = None
@@ -169,6 +172,9 @@ class BackendConnection(asyncio.Protocol):
         self._done: Callable[[ResponseTracker], None] | None = None
         self._internal: asyncio.Future[list[bytes]] | None = None
         self._internal_packets: PacketReader | None = None
+        self.read_timeout: float | None = None  # for forwarded statements; None: no limit
+        self._last_data = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
         self.pool: Any = None  # the owning Pool, set by it
         self.holder: Any = None  # the client session using it, if any
 
@@ -188,6 +194,7 @@ class BackendConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         tracker = self._tracker
         if tracker is not None:
+            self._last_data = time.monotonic()
             # Hot path: a client's command is in flight.
             try:
                 rest = tracker.feed(data)
@@ -358,6 +365,7 @@ class BackendConnection(asyncio.Protocol):
         if self.schema:
             caps |= CLIENT.CONNECT_WITH_DB
         self.capabilities = caps
+        self.multi_statements = bool(caps & CLIENT.MULTI_STATEMENTS)
         scramble = greeting.auth_plugin_data
         plugin = greeting.auth_plugin_name
         response = self._auth_response(plugin, scramble)
@@ -486,8 +494,62 @@ class BackendConnection(asyncio.Protocol):
         packets = await self.command(COM_RESET_CONNECTION)
         if packets and packets[0][:1] == b"\xff":
             raise BackendError("reset refused", parse_err(packets[0]))
+        self.statements.clear()
+        self.last_insert_id = 0
         await self.setup_session()
         self.needs_reset = False
+
+    async def prepare(self, sql: bytes) -> int | ErrPacket:
+        """Prepare a statement for a client that prepared it elsewhere; return its id here."""
+        for _ in range(2):
+            packets = await self.command(COMMAND.COM_STMT_PREPARE, sql)
+            if packets and packets[0][:1] == b"\xff":
+                err = parse_err(packets[0])
+                if err.error_code == ER_MAX_PREPARED_STMT_COUNT_REACHED and self.statements:
+                    # The server-wide limit: make room from our own least recently used.
+                    for _ in range(max(1, len(self.statements) // 2)):
+                        self.forget_statement()
+                    continue
+                return err
+            stmt_id = parse_stmt_prepare_ok(packets[0]).statement_id
+            self.remember_statement(sql, stmt_id)
+            return stmt_id
+        return err
+
+    def remember_statement(self, sql: bytes, stmt_id: int) -> None:
+        old = self.statements.pop(sql, None)
+        if old is not None and old != stmt_id:
+            self._close_statement(old)
+        self.statements[sql] = stmt_id
+        while len(self.statements) > MAX_STATEMENTS_PER_BACKEND:
+            self.forget_statement()
+
+    def forget_statement(self, sql: bytes | None = None) -> None:
+        """Close one statement on the server (the least recently used by default)."""
+        if sql is None:
+            if not self.statements:
+                return
+            sql, stmt_id = self.statements.popitem(last=False)
+        else:
+            stmt_id = self.statements.pop(sql)
+        self._close_statement(stmt_id)
+
+    def _close_statement(self, stmt_id: int) -> None:
+        # COM_STMT_CLOSE has no answer, so it can go out between two commands.
+        if self.transport is not None and not self.transport.is_closing():
+            self._send(build_command(COMMAND.COM_STMT_CLOSE, stmt_id.to_bytes(4, "little")), 0)
+
+    def statement_id(self, sql: bytes) -> int | None:
+        stmt_id = self.statements.get(sql)
+        if stmt_id is not None:
+            self.statements.move_to_end(sql)
+        return stmt_id
+
+    async def set_multi_statements(self, on: bool) -> None:
+        packets = await self.command(COMMAND.COM_SET_OPTION, (0 if on else 1).to_bytes(2, "little"))
+        if packets and packets[0][:1] == b"\xff":
+            raise BackendError("COM_SET_OPTION refused", parse_err(packets[0]))
+        self.multi_statements = on
 
     async def init_db(self, schema: bytes) -> ErrPacket | None:
         packets = await self.command(COMMAND.COM_INIT_DB, schema)
@@ -562,6 +624,24 @@ class BackendConnection(asyncio.Protocol):
         self._sink = sink
         self._done = done
         self.transport.write(packet)
+        if self.read_timeout is not None:
+            self._last_data = time.monotonic()
+            self._arm_watchdog(self.read_timeout)
+
+    def _arm_watchdog(self, delay: float) -> None:
+        self._watchdog = asyncio.get_running_loop().call_later(delay, self._check_silence)
+
+    def _check_silence(self) -> None:
+        """backend.read_timeout: a server silent this long mid-answer is taken as gone."""
+        self._watchdog = None
+        if self._tracker is None or self.read_timeout is None or self.closed:
+            return
+        silent = time.monotonic() - self._last_data
+        if silent >= self.read_timeout:
+            self._fail(f"no answer for {silent:.1f}s (backend.read_timeout)")
+            self.close_reason = "read_timeout"
+        else:
+            self._arm_watchdog(self.read_timeout - silent)
 
     def forward_more(self, packet: bytes) -> None:
         """More bytes of the same command (LOCAL INFILE contents)."""
@@ -575,6 +655,9 @@ class BackendConnection(asyncio.Protocol):
     def _finish_forward(self, tracker: ResponseTracker) -> None:
         done = self._done
         self._tracker = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if tracker.done:
             self._sink = None
             self._done = None

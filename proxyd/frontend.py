@@ -24,30 +24,27 @@ import enum
 import itertools
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar
 
-from proxyd.backend import CHARSET_VARIABLES, PROFILE_CAPABILITIES, BackendConnection, BackendError
+from proxyd.backend import PROFILE_CAPABILITIES, BackendConnection, BackendError
 from proxyd.pool import AcquireError
 from proxyd.protocol import auth
 from proxyd.protocol.constants import (
     CLIENT,
     COM_RESET_CONNECTION,
     COMMAND,
+    MAX_PACKET_PAYLOAD,
     SERVER_STATUS,
-    SESSION_TRACK_SCHEMA,
-    SESSION_TRACK_STATE_CHANGE,
-    SESSION_TRACK_SYSTEM_VARIABLES,
-    SESSION_TRACK_TRANSACTION_CHARACTERISTICS,
-    SESSION_TRACK_TRANSACTION_STATE,
 )
 from proxyd.protocol.errors import ProtocolError
 from proxyd.protocol.messages import (
     ErrPacket,
     HandshakeV10,
     OkPacket,
-    StateChange,
     build_auth_more_data,
     build_auth_switch_request,
+    build_eof,
     build_err,
     build_handshake_v10,
     build_ok,
@@ -55,7 +52,9 @@ from proxyd.protocol.messages import (
     parse_handshake_response,
 )
 from proxyd.protocol.packets import PacketReader, Reader, encode_packet
-from proxyd.protocol.response import ResponseTracker, expects_response
+from proxyd.protocol.response import ResponseTracker
+from proxyd.session_state import ClientState, PreparedStatement, charset_id
+from proxyd.sqlhints import NO_HINTS, analyse, replace_connection_id
 
 if TYPE_CHECKING:
     from proxyd.daemon import Daemon
@@ -95,24 +94,10 @@ ER_LOCK_DEADLOCK = 1213
 ER_UNKNOWN_ERROR = 1105
 ER_HANDSHAKE = 1043
 ER_TOO_MANY_USER_CONNECTIONS = 1203
+ER_UNKNOWN_STMT_HANDLER = 1243
+ER_STMT_HAS_NO_OPEN_CURSOR = 1421
+ER_NO_SUCH_THREAD = 1094
 
-# Variables whose value cannot be replayed on another connection.
-UNMOVABLE_VARIABLES = frozenset(
-    (
-        b"insert_id",
-        b"last_insert_id",
-        b"identity",
-        b"timestamp",
-        b"rand_seed1",
-        b"rand_seed2",
-        b"pseudo_thread_id",
-        b"gtid_seq_no",
-        b"gtid_domain_id",
-        b"server_id",
-        b"sql_log_bin",
-        b"skip_replication",
-    )
-)
 # Commands proxyd refuses: replication and server administration over a pool.
 REFUSED_COMMANDS = frozenset(
     (
@@ -171,6 +156,8 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 
 _session_ids = itertools.count(1)
 MAX_BUFFERED_INPUT = 1 << 20
+MAX_LOGIN_PACKET = 64 * 1024
+MAX_CLIENT_PACKET = 1 << 30  # the server's own max_allowed_packet ceiling
 
 
 def _is_retry_safe(payload: bytes) -> bool:
@@ -213,27 +200,26 @@ class ClientSession(asyncio.Protocol):
         self.profile = 0
         self.connected_at = time.monotonic()
         self.last_active = self.connected_at
-        # The session state the client believes it has.
-        self.schema: bytes | None = None
-        self.charset = 45
-        self.vars: dict[bytes, bytes] = {}
-        self.status_flags = SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT
-        self.pins: dict[str, str] = {}  # reason key -> description, for the admin console
-        self.prepared: set[int] = set()
+        self.cs = ClientState(0, 45, None)  # replaced at login
         self.lost_transaction = False
-        self._reader = PacketReader()
+        # Before login a peer gets to send a handshake response, nothing big.
+        self._reader = PacketReader(max_payload=MAX_LOGIN_PACKET)
         self._scramble = auth.new_scramble()
         self._auth_stage = 0
         self._handshake_user = b""
+        self._handshake_plugin = auth.NATIVE_PASSWORD
         self._pending_db: bytes | None = None
+        self._pending_charset = 45
+        self._change_user = False
         self._login_timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._tracker: ResponseTracker | None = None
         self._command: bytes = b""
+        self._hints = NO_HINTS
+        self._stmt: PreparedStatement | None = None
         self._attempts = 0
         self._started = 0.0
         self._paused = False
-        self._waiting_ready = False
 
     # -- state machine -----------------------------------------------------------
 
@@ -244,11 +230,18 @@ class ClientSession(asyncio.Protocol):
 
     @property
     def in_transaction(self) -> bool:
-        return bool(self.status_flags & SERVER_STATUS.SERVER_STATUS_IN_TRANS)
+        return self.cs.in_transaction
 
     @property
     def pinned(self) -> bool:
-        return bool(self.pins) or bool(self.prepared)
+        return self.cs.pinned
+
+    @property
+    def pins(self) -> dict[str, str]:
+        return self.cs.pins
+
+    def pin_reasons(self) -> str:
+        return self.cs.pin_reasons()
 
     # -- asyncio.Protocol --------------------------------------------------------
 
@@ -262,6 +255,7 @@ class ClientSession(asyncio.Protocol):
             return
         if len(daemon.sessions) >= daemon.config.max_client_connections:
             daemon.stats.inc("clients_refused")
+            log.warning("client %s: refused, max_client_connections reached", self.peer)
             self._refuse(ER_CON_COUNT, "Too many connections", seq=0)
             return
         daemon.sessions.add(self)
@@ -274,7 +268,7 @@ class ClientSession(asyncio.Protocol):
             auth_plugin_data=self._scramble,
             capability_flags=SERVER_CAPABILITIES,
             character_set=daemon.server_charset(),
-            status_flags=self.status_flags,
+            status_flags=SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT,
             auth_plugin_name=auth.NATIVE_PASSWORD,
         )
         self._write(build_handshake_v10(greeting), 0)
@@ -326,24 +320,22 @@ class ClientSession(asyncio.Protocol):
                 return
             response = parse_handshake_response(payload)
             self.capabilities = response.capability_flags & SERVER_CAPABILITIES
-            self.charset = response.character_set or self.daemon.server_charset()
-            self._handshake_user = response.username
+            self._pending_charset = response.character_set or self.daemon.server_charset()
             self._pending_db = response.database
-            plugin = response.auth_plugin_name or auth.NATIVE_PASSWORD
-            if (
-                plugin == auth.CACHING_SHA2_PASSWORD
-                or (plugin == auth.NATIVE_PASSWORD and self.capabilities & CLIENT.PLUGIN_AUTH)
-                or plugin == auth.NATIVE_PASSWORD
-            ):
-                self._check_password(plugin, response.auth_response, seq)
-            else:
-                # Unknown plugin: ask for the one we can check.
-                self._auth_stage = 1
-                self._write(
-                    build_auth_switch_request(auth.NATIVE_PASSWORD, self._scramble), seq + 1
-                )
+            self._login(response.username, response.auth_plugin_name, response.auth_response, seq)
         else:
             self._check_password(auth.NATIVE_PASSWORD, payload, seq)
+
+    def _login(self, user: bytes, plugin: bytes | None, response: bytes, seq: int) -> None:
+        self._handshake_user = user
+        plugin = plugin or auth.NATIVE_PASSWORD
+        if plugin in (auth.NATIVE_PASSWORD, auth.CACHING_SHA2_PASSWORD):
+            self._check_password(plugin, response, seq)
+        else:
+            # A plugin we cannot check: ask for one we can, with a fresh scramble.
+            self._auth_stage = 1
+            self._scramble = auth.new_scramble()
+            self._write(build_auth_switch_request(auth.NATIVE_PASSWORD, self._scramble), seq + 1)
 
     def _check_password(self, plugin: bytes, response: bytes, seq: int) -> None:
         name = self._handshake_user.decode("utf-8", "replace")
@@ -365,7 +357,6 @@ class ClientSession(asyncio.Protocol):
                 sql_state=b"28000",
             )
             return
-        pool = self.daemon.pools[name]
         limit = user.max_connections
         if limit and sum(1 for s in self.daemon.sessions if s.user == name) >= limit:
             self._refuse(
@@ -379,21 +370,25 @@ class ClientSession(asyncio.Protocol):
         if plugin == auth.CACHING_SHA2_PASSWORD:
             seq += 1
             self._write(build_auth_more_data(auth.SHA2_FAST_AUTH_OK), seq)
+        if self._change_user:
+            self._release_backend(reset=True)
         self.user = name
-        self.pool = pool
+        self.pool = self.daemon.pools[name]
         self.profile = self.capabilities & PROFILE_CAPABILITIES
-        self.schema = self._pending_db
-        self.vars = self._charset_vars(self.charset)
+        self.cs = ClientState(self.capabilities, self._pending_charset, self._pending_db)
+        self._reader.max_payload = MAX_CLIENT_PACKET
+        self.lost_transaction = False
+        self._auth_stage = 0
         if self._login_timer is not None:
             self._login_timer.cancel()
             self._login_timer = None
-        self._to(State.IDLE)
-        self._write(self._ok(), seq + 1)
+        if self._change_user:
+            self._change_user = False
+            self._finish_local(self._ok(), seq + 1)
+        else:
+            self._to(State.IDLE)
+            self._write(self._ok(), seq + 1)
         log.debug("client %s: session %s logged in as %s", self.peer, self.id, name)
-
-    def _charset_vars(self, charset: int) -> dict[bytes, bytes]:
-        # The handshake's character set is applied with SET NAMES, not variable by variable.
-        return {k: v for k, v in self.vars.items() if k not in CHARSET_VARIABLES}
 
     def _login_timed_out(self) -> None:
         if self.state is State.AUTHENTICATING:
@@ -404,11 +399,14 @@ class ClientSession(asyncio.Protocol):
 
     def _pump(self) -> None:
         """Take client packets while nothing else is in flight."""
-        while self.state is State.IDLE or self.state is State.INFILE:
+        while self.state is State.IDLE or self.state is State.INFILE or self._auth_stage:
             packet = self._reader.next_packet()
             if packet is None:
                 break
             seq, payload = packet
+            if self._auth_stage:
+                self._check_password(auth.NATIVE_PASSWORD, payload, seq)
+                continue
             if self.state is State.INFILE:
                 self._relay_infile(seq, payload)
                 continue
@@ -424,36 +422,42 @@ class ClientSession(asyncio.Protocol):
 
     def _dispatch(self, payload: bytes) -> None:
         command = payload[0]
-        self.daemon.stats.inc("commands")
-        if command == COMMAND.COM_QUIT:
-            self._close()
-            return
-        if command == COMMAND.COM_PING and self.backend is None:
-            self._write(self._ok(), 1)
-            return
-        if command in REFUSED_COMMANDS or command > COM_RESET_CONNECTION:
-            self._write(build_err(ER_UNKNOWN_COM, "Unknown command", b"08S01"), 1)
-            return
-        if command == COM_RESET_CONNECTION:
-            self._start(self._reset_connection())
-            return
-        if command == COMMAND.COM_CHANGE_USER:
-            self._write(
-                build_err(ER_UNKNOWN_COM, "proxyd: COM_CHANGE_USER is not supported yet", b"08S01"),
-                1,
-            )
-            return
-        if command == COMMAND.COM_STMT_CLOSE:
-            self._stmt_close(payload)
-            return
+        stats = self.daemon.stats
+        stats.inc("commands")
         if command == COMMAND.COM_QUERY:
-            self.daemon.stats.inc("queries")
+            stats.inc("queries")
+            self._hints = analyse(payload[1:])
+            if self._hints is not NO_HINTS and self._local_query(payload):
+                return
+        else:
+            self._hints = NO_HINTS
+            handler = self._LOCAL_COMMANDS.get(command)
+            if handler is not None:
+                handler(self, payload)
+                return
+            if command in REFUSED_COMMANDS or command > COM_RESET_CONNECTION:
+                self._write(build_err(ER_UNKNOWN_COM, "Unknown command", b"08S01"), 1)
+                return
+        self._stmt = None
+        if command in (COMMAND.COM_STMT_EXECUTE, COMMAND.COM_STMT_FETCH):
+            stmt = self._statement(payload)
+            if stmt is None:
+                return
+            if command == COMMAND.COM_STMT_FETCH and self.cs.cursor_statement != stmt.id:
+                self._write(
+                    build_err(
+                        ER_STMT_HAS_NO_OPEN_CURSOR, f"The statement ({stmt.id}) has no open cursor"
+                    ),
+                    1,
+                )
+                return
+            self._stmt = stmt
         self._command = payload
         self._attempts = 0
         backend = self.backend
         if backend is None:
             assert self.pool is not None
-            backend = self.pool.take_idle(self.profile, self.schema)
+            backend = self.pool.take_idle(self.profile, self.cs.schema)
             if backend is not None:
                 self._hold(backend)
         if backend is not None and not backend.busy and self._in_sync(backend):
@@ -461,15 +465,52 @@ class ClientSession(asyncio.Protocol):
         else:
             self._start(self._acquire_and_forward())
 
+    def _local_query(self, payload: bytes) -> bool:
+        """Statements proxyd answers or rewrites itself; True if fully handled."""
+        hints = self._hints
+        if hints.kill is not None:
+            return self._kill(*hints.kill)
+        if hints.set_names is not None:
+            charset = charset_id(*hints.set_names)
+            if charset is not None:
+                # Movable state: recorded here, applied on whichever backend runs next.
+                self.cs.set_charset(charset)
+                self._write(self._ok(), 1)
+                return True
+        if hints.connection_id:
+            self._command = payload = b"\x03" + replace_connection_id(payload[1:], self.id)
+        return False
+
+    def _statement(self, payload: bytes) -> PreparedStatement | None:
+        if len(payload) < 5:
+            raise ProtocolError("statement command too short")
+        stmt_id = int.from_bytes(payload[1:5], "little")
+        stmt = self.cs.statements.get(stmt_id)
+        if stmt is None:
+            self._write(
+                build_err(
+                    ER_UNKNOWN_STMT_HANDLER,
+                    f"Unknown prepared statement handler ({stmt_id}) given to mysqld_stmt_execute",
+                ),
+                1,
+            )
+        return stmt
+
     def _start(self, coro: object) -> None:
         self._to(State.ACQUIRING)
         self._task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
 
     def _in_sync(self, backend: BackendConnection) -> bool:
+        cs = self.cs
         return (
-            backend.charset == self.charset
-            and backend.vars == self.vars
-            and (self.schema is None or backend.schema == self.schema)
+            backend.charset == cs.charset
+            and backend.vars == cs.vars
+            and (cs.schema is None or backend.schema == cs.schema)
+            and backend.multi_statements == cs.multi_statements
+            and (
+                not self._hints.reads_last_insert_id or backend.last_insert_id == cs.last_insert_id
+            )
+            and (self._stmt is None or backend.statement_id(self._stmt.sql) is not None)
         )
 
     def _hold(self, backend: BackendConnection) -> None:
@@ -480,33 +521,28 @@ class ClientSession(asyncio.Protocol):
         """Slow path: get a backend, bring it to our state, then forward."""
         if self.lost_transaction:
             self.lost_transaction = False
-            self.status_flags &= ~SERVER_STATUS.SERVER_STATUS_IN_TRANS
-            self._finish_local(
-                build_err(
-                    ER_LOCK_DEADLOCK,
-                    "proxyd: the connection to the server was lost inside a transaction; "
-                    "the transaction was rolled back, retry it",
-                    b"40001",
-                )
-            )
+            self._finish_local(_lost_transaction_err())
             return
-        retry = self.daemon.config.retry
-        deadline = time.monotonic() + retry.timeout
+        wait_unpaused = getattr(self.daemon, "wait_unpaused", None)  # PAUSE (admin console)
+        if wait_unpaused is not None and getattr(self.daemon, "paused", False):
+            await wait_unpaused()
+        deadline = time.monotonic() + self.daemon.config.retry.timeout
         while True:
             try:
                 backend = await self._ready_backend()
             except AcquireError as exc:
                 err = exc.err
-                payload = (
+                self.daemon.stats.inc("errors_passed_on")
+                self._finish_local(
                     build_err(err.error_code, err.message, err.sql_state)
                     if err is not None
                     else build_err(ER_UNKNOWN_ERROR, str(exc))
                 )
-                self._finish_local(payload)
                 return
             except BackendError as exc:
                 # The backend died while we prepared it: nothing of the command was sent.
                 log.info("session %s: backend lost before forwarding (%s); retrying", self.id, exc)
+                self.daemon.stats.inc("errors_hidden")
                 self._drop_backend()
                 if time.monotonic() < deadline:
                     continue
@@ -523,6 +559,7 @@ class ClientSession(asyncio.Protocol):
             return
 
     async def _ready_backend(self) -> BackendConnection | ErrPacket:
+        """A backend held for us and brought to this client's session state."""
         assert self.pool is not None
         backend = self.backend
         if backend is None or backend.closed:
@@ -533,26 +570,89 @@ class ClientSession(asyncio.Protocol):
                 raise AcquireError("client went away")
             self._hold(backend)
         while backend.busy:
-            # A janitor ping is in flight; it calls backend_ready() when done.
-            await asyncio.sleep(0.005)
+            # A janitor ping is in flight.
+            await asyncio.sleep(0.002)
             if backend.closed:
                 raise BackendError("backend closed during ping")
-        if self.schema is not None and backend.schema != self.schema:
-            err = await backend.init_db(self.schema)
+        cs = self.cs
+        stats = self.daemon.stats
+        if cs.schema is not None and backend.schema != cs.schema:
+            stats.inc("state_replays")
+            err = await backend.init_db(cs.schema)
             if err is not None:
                 return err
-        err = await backend.apply_state(self.charset, self.vars)
-        if err is not None:
-            return err
+        if backend.multi_statements != cs.multi_statements:
+            await backend.set_multi_statements(cs.multi_statements)
+        variables = cs.vars
+        if self._hints.reads_last_insert_id and backend.last_insert_id != cs.last_insert_id:
+            variables = {**variables, b"last_insert_id": str(cs.last_insert_id).encode()}
+        if backend.charset != cs.charset or backend.vars != variables:
+            stats.inc("state_replays")
+            err = await backend.apply_state(cs.charset, variables)
+            if err is not None:
+                return err
+            if b"last_insert_id" in variables:
+                backend.vars.pop(b"last_insert_id", None)
+                backend.last_insert_id = cs.last_insert_id
+        stmt = self._stmt
+        if stmt is not None and backend.statement_id(stmt.sql) is None:
+            stats.inc("reprepares")
+            result = await backend.prepare(stmt.sql)
+            if isinstance(result, ErrPacket):
+                return result
         return backend
 
     def _forward(self, backend: BackendConnection) -> None:
         assert self.transport is not None
         self._to(State.IN_COMMAND)
-        tracker = ResponseTracker(self._command[0], backend.capabilities, self.capabilities)
+        payload = self._command
+        command = payload[0]
+        tracker = ResponseTracker(command, backend.capabilities, self.capabilities)
+        if command == COMMAND.COM_STMT_PREPARE:
+            tracker.statement_id = self.cs.next_statement_id
         self._tracker = tracker
         self._started = time.monotonic()
-        backend.forward(encode_packet(self._command, 0), tracker, self.transport, self._answered)
+        backend.read_timeout = self.daemon.config.backend.read_timeout
+        stmt = self._stmt
+        if stmt is None:
+            packet = encode_packet(payload, 0)
+        else:
+            packet = self._statement_packets(backend, stmt, payload)
+        backend.forward(packet, tracker, self.transport, self._answered)
+
+    def _statement_packets(
+        self, backend: BackendConnection, stmt: PreparedStatement, payload: bytes
+    ) -> bytes:
+        """The client's statement command, speaking of this backend's statement id."""
+        server_id = backend.statement_id(stmt.sql)
+        assert server_id is not None
+        sid = server_id.to_bytes(4, "little")
+        out = []
+        if payload[0] == COMMAND.COM_STMT_EXECUTE:
+            for chunk in stmt.long_data:
+                out.append(
+                    encode_packet(bytes((COMMAND.COM_STMT_SEND_LONG_DATA,)) + sid + chunk, 0)
+                )
+            stmt.long_data.clear()
+            payload = self._with_param_types(stmt, payload)
+        out.append(encode_packet(payload[:1] + sid + payload[5:], 0))
+        return b"".join(out)
+
+    @staticmethod
+    def _with_param_types(stmt: PreparedStatement, payload: bytes) -> bytes:
+        """Always send parameter types: this backend's copy may have others bound."""
+        n = stmt.num_params
+        if n == 0:
+            return payload
+        bound_at = 10 + (n + 7) // 8
+        if len(payload) <= bound_at:
+            raise ProtocolError("COM_STMT_EXECUTE too short for its parameters")
+        if payload[bound_at] == 1:
+            stmt.param_types = payload[bound_at + 1 : bound_at + 1 + 2 * n]
+            return payload
+        if stmt.param_types is None:
+            return payload
+        return payload[:bound_at] + b"\x01" + stmt.param_types + payload[bound_at + 1 :]
 
     def _answered(self, tracker: ResponseTracker) -> None:
         """The backend streamed the whole answer (or paused for LOCAL INFILE)."""
@@ -569,6 +669,26 @@ class ClientSession(asyncio.Protocol):
         self._maybe_release()
         self._pump()
 
+    def _absorb(self, tracker: ResponseTracker) -> None:
+        cs = self.cs
+        command = self._command[0]
+        cs.absorb(command, tracker, self._hints)
+        backend = self.backend
+        if backend is not None and tracker.ok is not None and tracker.ok.last_insert_id:
+            backend.last_insert_id = tracker.ok.last_insert_id
+        prep = tracker.prepare_ok
+        if command == COMMAND.COM_STMT_PREPARE and prep is not None:
+            stmt_id = cs.next_statement_id
+            cs.next_statement_id += 1
+            sql = self._command[1:]
+            cs.statements[stmt_id] = PreparedStatement(
+                stmt_id, sql, prep.num_params, prep.num_columns
+            )
+            if backend is not None:
+                backend.remember_statement(sql, prep.statement_id)
+        elif command == COMMAND.COM_STMT_EXECUTE and "cursor" in cs.pins and self._stmt is not None:
+            cs.cursor_statement = self._stmt.id
+
     def _relay_infile(self, seq: int, payload: bytes) -> None:
         backend = self.backend
         tracker = self._tracker
@@ -579,92 +699,126 @@ class ClientSession(asyncio.Protocol):
             self._to(State.IN_COMMAND)
             backend.resume_after_infile(tracker)
 
-    def _absorb(self, tracker: ResponseTracker) -> None:
-        """Learn the client's new session state from the server's answer."""
-        if tracker.status_flags:
-            self.status_flags = tracker.status_flags & ~SERVER_STATUS.SERVER_MORE_RESULTS_EXISTS
-        command = self._command[0] if self._command else 0
-        if command == COMMAND.COM_STMT_PREPARE and tracker.prepare_ok is not None:
-            self.prepared.add(tracker.prepare_ok.statement_id)
-        for changes in tracker.state_changes:
-            self._apply_changes(changes)
-
-    def _apply_changes(self, changes: list[StateChange]) -> None:
-        movable = False
-        bare = False
-        for c in changes:
-            if c.type == SESSION_TRACK_SCHEMA:
-                self.schema = c.name or None
-                movable = True
-            elif c.type == SESSION_TRACK_SYSTEM_VARIABLES:
-                movable = True
-                if c.name in UNMOVABLE_VARIABLES:
-                    self.pins["variable"] = f"session variable {c.name.decode()} set"
-                elif not c.name.startswith(b"session_track_"):
-                    self.vars[c.name] = c.value
-            elif c.type == SESSION_TRACK_STATE_CHANGE:
-                bare = True
-            elif c.type == SESSION_TRACK_TRANSACTION_CHARACTERISTICS:
-                if c.name and not self.in_transaction:
-                    self.pins["characteristics"] = "SET TRANSACTION for the next transaction"
-                else:
-                    self.pins.pop("characteristics", None)
-            elif c.type == SESSION_TRACK_TRANSACTION_STATE:
-                if c.name.endswith(b"L"):
-                    self.pins["locks"] = "LOCK TABLES"
-                else:
-                    self.pins.pop("locks", None)
-        if bare and not movable:
-            self.pins["state"] = "user variables, temporary tables or prepared statements"
-
     def _maybe_release(self) -> None:
+        if self.daemon.config.pool.mode == "session":
+            return
+        if self.cs.in_transaction or self.cs.pinned:
+            return
+        self._release_backend(reset=False)
+
+    def _release_backend(self, reset: bool) -> None:
         backend = self.backend
         if backend is None or self.pool is None:
             return
-        if self.daemon.config.pool.mode == "session":
-            return
-        if self.in_transaction or self.pinned:
-            return
         self.backend = None
+        if reset:
+            backend.needs_reset = True
         self.pool.release(backend)
 
-    def _finish_local(self, payload: bytes) -> None:
+    def _finish_local(self, payload: bytes, seq: int = 1) -> None:
         """Answer the current command ourselves and go back to idle."""
         if self.state is State.CLOSED:
             return
-        self._write(payload, 1)
+        self._write(payload, seq)
         self._tracker = None
-        self._to(State.IDLE)
+        if self.state is not State.IDLE:
+            self._to(State.IDLE)
         self._maybe_release()
         self._pump()
 
-    def _stmt_close(self, payload: bytes) -> None:
-        try:
-            stmt_id = Reader(payload, 1).u32()
-        except ProtocolError:
-            return
-        self.prepared.discard(stmt_id)
-        backend = self.backend
-        if backend is not None and not backend.busy and not backend.closed:
-            assert backend.transport is not None
-            backend.transport.write(encode_packet(payload, 0))
-        if not self.prepared:
-            self._maybe_release()
+    # -- commands proxyd answers itself -------------------------------------------
 
-    async def _reset_connection(self) -> None:
-        """COM_RESET_CONNECTION: forget session state; reset the backend we hold."""
-        self.vars = {}
-        self.pins.clear()
-        self.prepared.clear()
-        self.status_flags = SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT
-        self.lost_transaction = False
+    def _com_quit(self, payload: bytes) -> None:
+        self._close()
+
+    def _com_ping(self, payload: bytes) -> None:
+        self._write(self._ok(), 1)
+
+    def _com_stmt_close(self, payload: bytes) -> None:
+        if len(payload) < 5:
+            return
+        stmt_id = int.from_bytes(payload[1:5], "little")
+        stmt = self.cs.statements.pop(stmt_id, None)
+        if stmt is not None and self.cs.cursor_statement == stmt_id:
+            self._close_cursor(stmt)
+        # The backend keeps its copy for the next client that prepares the same SQL.
+
+    def _com_stmt_reset(self, payload: bytes) -> None:
+        stmt = self._statement(payload)
+        if stmt is None:
+            return
+        stmt.long_data.clear()
+        if self.cs.cursor_statement == stmt.id:
+            self._close_cursor(stmt)
+        self._write(self._ok(), 1)
+
+    def _close_cursor(self, stmt: PreparedStatement) -> None:
+        # Closing the server's statement closes its cursor; it is prepared again if needed.
+        self.cs.cursor_statement = None
+        self.cs.pins.pop("cursor", None)
         backend = self.backend
-        if backend is not None:
-            backend.needs_reset = True
-            self.backend = None
-            assert self.pool is not None
-            self.pool.release(backend)
-        self._finish_local(self._ok())
+        if backend is not None and backend.statement_id(stmt.sql) is not None:
+            backend.forget_statement(stmt.sql)
+        self._maybe_release()
+
+    def _com_stmt_send_long_data(self, payload: bytes) -> None:
+        # Kept until the execute, which may run on another backend; no answer is sent.
+        if len(payload) < 7:
+            return
+        stmt = self.cs.statements.get(int.from_bytes(payload[1:5], "little"))
+        if stmt is not None:
+            stmt.long_data.append(payload[5:])
+
+    def _com_set_option(self, payload: bytes) -> None:
+        if len(payload) < 3 or payload[1] not in (0, 1):
+            self._write(build_err(ER_UNKNOWN_COM, "Unknown command", b"08S01"), 1)
+            return
+        self.cs.multi_statements = payload[1] == 0
+        self._write(self._eof_or_ok(), 1)
+
+    def _com_reset_connection(self, payload: bytes) -> None:
+        self.cs.reset()
+        self.lost_transaction = False
+        self._release_backend(reset=True)
+        self._write(self._ok(), 1)
+
+    def _com_change_user(self, payload: bytes) -> None:
+        r = Reader(payload, 1)
+        user = r.nul_str()
+        secure = self.capabilities & CLIENT.SECURE_CONNECTION
+        response = r.take(r.u8()) if secure else r.nul_str()
+        self._pending_db = r.nul_str_or_rest() or None if r.remaining() else None
+        self._pending_charset = r.u16() & 0xFF if r.remaining() >= 2 else self.cs.charset
+        plugin = None
+        if r.remaining() and self.capabilities & CLIENT.PLUGIN_AUTH:
+            plugin = r.nul_str_or_rest()
+        self.cs.reset()
+        self._change_user = True
+        self._to(State.ACQUIRING)
+        self._login(user, plugin, response, 0)
+
+    def _kill(self, query_only: bool, target_id: int) -> bool:
+        """KILL [QUERY] <id> where the id is one proxyd showed a client."""
+        target = next((s for s in self.daemon.sessions if s.id == target_id), None)
+        if target is None or target.user != self.user:
+            self._write(build_err(ER_NO_SUCH_THREAD, f"Unknown thread id: {target_id}"), 1)
+            return True
+        backend = target.backend
+        if target.state is State.IN_COMMAND and backend is not None:
+            # The query runs on the server under the backend's thread id.
+            self._command = b"\x03" + f"KILL QUERY {backend.thread_id}".encode()
+            self._hints = NO_HINTS
+            if not query_only:
+                target._kill_after_command = True
+            return False
+        if not query_only:
+            target.goodbye()
+        self._write(self._ok(), 1)
+        return True
+
+    _kill_after_command = False
+
+    _LOCAL_COMMANDS: ClassVar[dict[int, Callable[[ClientSession, bytes], None]]] = {}
 
     # -- backend events (called by the pool) ---------------------------------------
 
@@ -679,31 +833,39 @@ class ClientSession(asyncio.Protocol):
             self._tracker = None
             self._command_failed(tracker, reason)
             return
-        if self.in_transaction:
+        if self.cs.in_transaction:
             # The client is idle inside a transaction that no longer exists.
             self.lost_transaction = True
+            self.cs.lose_backend()
             log.warning("session %s: backend lost inside a transaction (%s)", self.id, reason)
-        elif self.pinned:
+        elif self.cs.pinned:
+            lost = self.cs.lose_backend()
             log.warning(
-                "session %s: backend holding session state (%s) lost (%s); state is gone",
+                "session %s: backend holding %s lost (%s); that state is gone",
                 self.id,
-                ", ".join(self.pins.values()) or "prepared statements",
+                lost,
                 reason,
             )
-            self.pins.clear()
-            self.prepared.clear()
+        else:
+            self.daemon.stats.inc("errors_hidden")
 
     def backend_ready(self, backend: BackendConnection) -> None:
-        """A background ping finished; nothing to do, the slow path polls."""
+        """A background ping finished; the slow path polls, nothing to do here."""
 
     def _command_failed(self, tracker: ResponseTracker, reason: str) -> None:
         """The backend died with our command in flight."""
         nothing_sent = not tracker.in_result_rows and tracker.last_seq < 0
-        was_in_trans = self.in_transaction
-        if nothing_sent and not was_in_trans and not self.pinned and _is_retry_safe(self._command):
+        was_in_trans = self.cs.in_transaction
+        if (
+            nothing_sent
+            and not was_in_trans
+            and not self.cs.pinned
+            and _is_retry_safe(self._command)
+        ):
             self._attempts += 1
             if self._attempts <= self.daemon.config.retry.max_attempts:
                 self.daemon.stats.inc("retries")
+                self.daemon.stats.inc("errors_hidden")
                 log.info(
                     "session %s: backend lost (%s); re-running a read-only command", self.id, reason
                 )
@@ -711,16 +873,9 @@ class ClientSession(asyncio.Protocol):
                 self._task = asyncio.get_running_loop().create_task(self._acquire_and_forward())
                 return
         self.daemon.stats.inc("errors_passed_on")
-        self.status_flags &= ~SERVER_STATUS.SERVER_STATUS_IN_TRANS
-        self.pins.clear()
-        self.prepared.clear()
+        self.cs.lose_backend()
         if was_in_trans:
-            err = build_err(
-                ER_LOCK_DEADLOCK,
-                "proxyd: the connection to the server was lost inside a transaction; "
-                "the transaction was rolled back, retry it",
-                b"40001",
-            )
+            err = _lost_transaction_err()
         elif nothing_sent:
             err = build_err(
                 ER_UNKNOWN_ERROR,
@@ -736,6 +891,11 @@ class ClientSession(asyncio.Protocol):
         seq = tracker.last_seq + 1 if tracker.last_seq >= 0 else 1
         if self.state is State.INFILE:
             self._to(State.IN_COMMAND)
+        owed = tracker.unfinished_packet
+        if owed and self.transport is not None and owed < MAX_PACKET_PAYLOAD:
+            # Complete the row the client is reading (zeros read as empty values), so the
+            # ERR that follows is read as a packet, not as the rest of that row.
+            self.transport.write(b"\x00" * owed)
         self._write(err, seq)
         self._to(State.IDLE)
         self._pump()
@@ -743,7 +903,14 @@ class ClientSession(asyncio.Protocol):
     # -- helpers ---------------------------------------------------------------------
 
     def _ok(self) -> bytes:
-        return build_ok(OkPacket(status_flags=self.status_flags), self.capabilities)
+        return build_ok(OkPacket(status_flags=self.cs.status_flags), self.capabilities)
+
+    def _eof_or_ok(self) -> bytes:
+        if self.capabilities & CLIENT.DEPRECATE_EOF:
+            return build_ok(
+                OkPacket(status_flags=self.cs.status_flags, header=0xFE), self.capabilities
+            )
+        return build_eof(self.cs.status_flags)
 
     def _write(self, payload: bytes, seq: int) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -787,8 +954,7 @@ class ClientSession(asyncio.Protocol):
                 backend.abandon_forward()
                 backend.close("client_gone")
             elif self.pool is not None:
-                if self.pinned or self.in_transaction or backend.vars:
-                    backend.needs_reset = bool(self.pinned or self.in_transaction)
+                backend.needs_reset = self.cs.pinned or self.cs.in_transaction
                 self.pool.release(backend)
 
     def idle_time(self) -> float:
@@ -797,14 +963,32 @@ class ClientSession(asyncio.Protocol):
     def wants_to_finish(self) -> bool:
         """For graceful shutdown: is something in flight that should complete?"""
         return (
-            self.state in (State.ACQUIRING, State.IN_COMMAND, State.INFILE) or self.in_transaction
+            self.state in (State.ACQUIRING, State.IN_COMMAND, State.INFILE)
+            or self.cs.in_transaction
         )
 
     def goodbye(self) -> None:
         self._close()
 
-    __slots_doc__ = "command_phase"
+
+ClientSession._LOCAL_COMMANDS.update(
+    {
+        COMMAND.COM_QUIT: ClientSession._com_quit,
+        COMMAND.COM_PING: ClientSession._com_ping,
+        COMMAND.COM_STMT_CLOSE: ClientSession._com_stmt_close,
+        COMMAND.COM_STMT_RESET: ClientSession._com_stmt_reset,
+        COMMAND.COM_STMT_SEND_LONG_DATA: ClientSession._com_stmt_send_long_data,
+        COMMAND.COM_SET_OPTION: ClientSession._com_set_option,
+        COM_RESET_CONNECTION: ClientSession._com_reset_connection,
+        COMMAND.COM_CHANGE_USER: ClientSession._com_change_user,
+    }
+)
 
 
-def expects_answer(command: int) -> bool:
-    return expects_response(command)
+def _lost_transaction_err() -> bytes:
+    return build_err(
+        ER_LOCK_DEADLOCK,
+        "proxyd: the connection to the server was lost inside a transaction; "
+        "the transaction was rolled back, retry it",
+        b"40001",
+    )

@@ -105,6 +105,7 @@ class ResponseTracker:
         "state_changes",
         "statement_id",
         "status_flags",
+        "warnings",
     )
 
     def __init__(self, command: int, capabilities: int, client_capabilities: int | None = None):
@@ -117,6 +118,7 @@ class ResponseTracker:
         )
         self.state = _INITIAL_STATE.get(command, SIMPLE)
         self.status_flags = 0
+        self.warnings = 0  # of the last terminator (OK or EOF)
         self.ok: OkPacket | None = None
         self.err: ErrPacket | None = None
         self.prepare_ok: StmtPrepareOk | None = None
@@ -146,6 +148,11 @@ class ResponseTracker:
     def in_result_rows(self) -> bool:
         """True once part of a result set may have reached the client."""
         return self.state in (COLUMNS, COLUMNS_EOF, ROWS)
+
+    @property
+    def unfinished_packet(self) -> int:
+        """Bytes still owed of a packet whose start already went to the client."""
+        return self._skip
 
     def infile_sent(self) -> None:
         """The client's LOCAL INFILE data (ending in an empty packet) went to the server."""
@@ -315,11 +322,14 @@ class ResponseTracker:
         """An OK, or an EOF ending rows; decide whether another result follows."""
         replacement = None
         if len(payload) == 5 and payload[0] == 0xFE:
-            status = parse_eof(payload).status_flags
+            eof = parse_eof(payload)
+            status = eof.status_flags
+            self.warnings = eof.warnings
         else:
             ok = parse_ok(payload, self.capabilities)
             self.ok = ok
             status = ok.status_flags
+            self.warnings = ok.warnings
             if ok.session_state:
                 self.state_changes.append(parse_session_state(ok.session_state))
             if self._strip_tracking and status & SERVER_SESSION_STATE_CHANGED:

@@ -147,10 +147,10 @@ def test_session_mode_backend_killed_is_replaced_with_schema_and_charset(
     with conn.cursor() as cur:
         cur.execute("USE other")
         cur.execute("SET time_zone = '+05:00'")
-        cur.execute("SELECT CONNECTION_ID()")
+        cur.execute("SELECT @@pseudo_thread_id")
         first = cur.fetchone()
         assert mariadb.kill_connections("app") >= 1
-        cur.execute("SELECT DATABASE(), @@character_set_client, @@time_zone, CONNECTION_ID()")
+        cur.execute("SELECT DATABASE(), @@character_set_client, @@time_zone, @@pseudo_thread_id")
         row = cur.fetchone()
     assert row is not None and first is not None
     assert row[:3] == ("other", "latin1", "+05:00")

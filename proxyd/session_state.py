@@ -1,0 +1,282 @@
+"""A client's session state as the client believes it to be, and why it may be pinned.
+
+The frontend forwards commands; this module keeps the books. After every
+answer, ``ClientState.absorb`` folds in what the server's session trackers
+reported (schema, system variables, transaction state) and what the
+statement's text implies (sqlhints), and recomputes ``pins``: the reasons,
+if any, why this client must stay on the backend it is using.
+
+Movable state (schema, character set, session variables, autocommit,
+multi-statements, LAST_INSERT_ID, binary prepared statements) is replayed on
+whatever backend the client gets next. Unmovable state pins:
+  transaction      an open transaction (server status flag)
+  xa               an XA transaction
+  user_variables   user variables (SET @x, SELECT ... INTO @x, :=)
+  temp_tables      temporary tables, until all are dropped
+  sql_prepare      SQL PREPARE, until all are deallocated
+  locks            GET_LOCK locks, until released
+  table_locks      LOCK TABLES / FLUSH TABLES WITH READ LOCK, until UNLOCK TABLES
+  characteristics  SET TRANSACTION for the next transaction
+  variable         a variable that only means something on its own connection
+  cursor           an open binary-protocol cursor
+  found_rows       SQL_CALC_FOUND_ROWS: FOUND_ROWS() must run where it ran
+  warnings         the last statement's warnings, until the next statement
+  session_state    state the trackers reported but proxyd could not name
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+from pymysql.charset import charset_by_id, charset_by_name
+
+from proxyd.protocol.constants import (
+    CLIENT,
+    COMMAND,
+    SERVER_STATUS,
+    SESSION_TRACK_SCHEMA,
+    SESSION_TRACK_STATE_CHANGE,
+    SESSION_TRACK_SYSTEM_VARIABLES,
+    SESSION_TRACK_TRANSACTION_CHARACTERISTICS,
+    SESSION_TRACK_TRANSACTION_STATE,
+)
+from proxyd.protocol.messages import StateChange
+from proxyd.protocol.response import ResponseTracker
+from proxyd.sqlhints import NO_HINTS, StatementHints
+
+# Variables whose value cannot be replayed on another connection.
+UNMOVABLE_VARIABLES = frozenset(
+    (
+        b"insert_id",
+        b"identity",
+        b"timestamp",
+        b"rand_seed1",
+        b"rand_seed2",
+        b"pseudo_thread_id",
+        b"gtid_seq_no",
+        b"gtid_domain_id",
+        b"server_id",
+        b"sql_log_bin",
+        b"skip_replication",
+    )
+)
+CHARSET_VARIABLES = frozenset(
+    (
+        b"character_set_client",
+        b"character_set_connection",
+        b"character_set_results",
+        b"collation_connection",
+    )
+)
+
+
+@functools.cache
+def _collations() -> dict[str, int]:
+    out: dict[str, int] = {}
+    for i in range(1, 2048):
+        try:
+            out[charset_by_id(i).collation] = i
+        except KeyError:
+            continue
+    return out
+
+
+def charset_id(charset: str, collation: str | None) -> int | None:
+    """The collation id for SET NAMES charset [COLLATE collation], or None if unknown."""
+    if collation is not None:
+        cid = _collations().get(collation)
+        if cid is None or not collation.startswith(charset):
+            return None
+        return cid
+    cs = charset_by_name(charset)
+    return None if cs is None else cs.id
+
+
+# Pins that last only until the next statement is answered.
+_PER_STATEMENT_PINS = ("warnings", "found_rows")
+
+PIN_DESCRIPTIONS = {
+    "xa": "XA transaction",
+    "user_variables": "user variables",
+    "temp_tables": "temporary tables",
+    "sql_prepare": "SQL PREPARE statements",
+    "locks": "GET_LOCK locks",
+    "table_locks": "LOCK TABLES / FLUSH TABLES WITH READ LOCK",
+    "characteristics": "SET TRANSACTION for the next transaction",
+    "variable": "a session variable bound to its connection",
+    "cursor": "an open cursor",
+    "found_rows": "SQL_CALC_FOUND_ROWS (for FOUND_ROWS())",
+    "warnings": "warnings of the last statement (for SHOW WARNINGS)",
+    "session_state": "session state reported by the server",
+}
+
+
+@dataclass(slots=True)
+class PreparedStatement:
+    """A binary-protocol statement as the client knows it (proxyd's id)."""
+
+    id: int
+    sql: bytes
+    num_params: int
+    num_columns: int
+    param_types: bytes | None = None  # sent by the client with its first execute
+    long_data: list[bytes] = field(default_factory=list)  # pending SEND_LONG_DATA bodies
+
+
+class ClientState:
+    """See the module docstring."""
+
+    def __init__(self, capabilities: int, charset: int, schema: bytes | None) -> None:
+        self.schema = schema
+        self.charset = charset
+        self.vars: dict[bytes, bytes] = {}
+        self.multi_statements = bool(capabilities & CLIENT.MULTI_STATEMENTS)
+        self.last_insert_id = 0
+        self.status_flags = SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT
+        self.pins: dict[str, str] = {}
+        self.temp_tables: set[bytes] = set()
+        self.sql_prepared: set[bytes] = set()
+        self.locks = 0
+        self.statements: dict[int, PreparedStatement] = {}
+        self.next_statement_id = 1
+        self.cursor_statement: int | None = None
+
+    @property
+    def in_transaction(self) -> bool:
+        return bool(self.status_flags & SERVER_STATUS.SERVER_STATUS_IN_TRANS)
+
+    @property
+    def pinned(self) -> bool:
+        return bool(self.pins)
+
+    def pin_reasons(self) -> str:
+        reasons = [PIN_DESCRIPTIONS.get(k, k) for k in self.pins]
+        if self.in_transaction:
+            reasons.insert(0, "open transaction")
+        return ", ".join(reasons)
+
+    def set_charset(self, charset: int) -> None:
+        """SET NAMES: the handshake-style character set replaces any per-variable one."""
+        self.charset = charset
+        for name in CHARSET_VARIABLES:
+            self.vars.pop(name, None)
+
+    def reset(self) -> None:
+        """COM_RESET_CONNECTION / COM_CHANGE_USER: a fresh session, same schema."""
+        self.vars.clear()
+        self.last_insert_id = 0
+        self.status_flags = SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT
+        self.pins.clear()
+        self.temp_tables.clear()
+        self.sql_prepared.clear()
+        self.locks = 0
+        self.statements.clear()
+        self.cursor_statement = None
+
+    def lose_backend(self) -> str:
+        """The backend holding our unmovable state died; that state is gone with it."""
+        lost = self.pin_reasons()
+        for key in list(self.pins):
+            if key not in _PER_STATEMENT_PINS:
+                del self.pins[key]
+        self.pins.clear()
+        self.temp_tables.clear()
+        self.sql_prepared.clear()
+        self.locks = 0
+        self.cursor_statement = None
+        self.status_flags &= ~SERVER_STATUS.SERVER_STATUS_IN_TRANS
+        return lost
+
+    # -- learning from an answer ---------------------------------------------------
+
+    def absorb(self, command: int, tracker: ResponseTracker, hints: StatementHints) -> None:
+        if tracker.status_flags:
+            self.status_flags = tracker.status_flags & ~SERVER_STATUS.SERVER_MORE_RESULTS_EXISTS
+        if hints.diagnostics:
+            # SHOW WARNINGS and friends leave the previous statement's diagnostics in
+            # place (and may report a count of 0 while doing so): keep what pinned them.
+            return
+        for key in _PER_STATEMENT_PINS:
+            self.pins.pop(key, None)
+        ok = tracker.ok
+        if ok is not None and ok.last_insert_id:
+            self.last_insert_id = ok.last_insert_id
+        if tracker.warnings:
+            self.pins["warnings"] = PIN_DESCRIPTIONS["warnings"]
+        if command == COMMAND.COM_STMT_EXECUTE and (
+            tracker.status_flags & SERVER_STATUS.SERVER_STATUS_CURSOR_EXISTS
+        ):
+            self.pins["cursor"] = PIN_DESCRIPTIONS["cursor"]
+        failed = tracker.err is not None and not tracker.state_changes
+        if hints is not NO_HINTS and not failed:
+            self._apply_hints(hints)
+        for changes in tracker.state_changes:
+            self._apply_changes(changes, hints)
+
+    def _apply_hints(self, h: StatementHints) -> None:
+        pins = self.pins
+        if h.calc_found_rows:
+            pins["found_rows"] = PIN_DESCRIPTIONS["found_rows"]
+        if h.user_variables:
+            pins["user_variables"] = PIN_DESCRIPTIONS["user_variables"]
+        self.temp_tables.update(h.temp_tables_created)
+        self.temp_tables.difference_update(h.tables_dropped)
+        self.sql_prepared.update(h.prepared)
+        self.sql_prepared.difference_update(h.deallocated)
+        if h.release_all_locks:
+            self.locks = 0
+        self.locks = max(0, self.locks + h.get_locks - h.release_locks)
+        if h.lock_tables:
+            pins["table_locks"] = PIN_DESCRIPTIONS["table_locks"]
+        if h.unlock_tables:
+            pins.pop("table_locks", None)
+        if h.xa_start:
+            pins["xa"] = PIN_DESCRIPTIONS["xa"]
+        if h.xa_end:
+            pins.pop("xa", None)
+        for key, active in (
+            ("temp_tables", self.temp_tables),
+            ("sql_prepare", self.sql_prepared),
+            ("locks", self.locks),
+        ):
+            if active:
+                pins[key] = PIN_DESCRIPTIONS[key]
+            else:
+                pins.pop(key, None)
+
+    def _apply_changes(self, changes: list[StateChange], hints: StatementHints) -> None:
+        named = False
+        bare = False
+        for c in changes:
+            if c.type == SESSION_TRACK_SCHEMA:
+                self.schema = c.name or None
+                named = True
+            elif c.type == SESSION_TRACK_SYSTEM_VARIABLES:
+                named = True
+                if c.name in UNMOVABLE_VARIABLES:
+                    self.pins["variable"] = f"session variable {c.name.decode(errors='replace')}"
+                elif c.name == b"last_insert_id":
+                    self.last_insert_id = int(c.value or b"0") if c.value.isdigit() else 0
+                elif not c.name.startswith(b"session_track_"):
+                    self.vars[c.name] = c.value
+            elif c.type == SESSION_TRACK_STATE_CHANGE:
+                bare = True
+            elif c.type == SESSION_TRACK_TRANSACTION_CHARACTERISTICS:
+                if c.name and not self.in_transaction:
+                    self.pins["characteristics"] = PIN_DESCRIPTIONS["characteristics"]
+                else:
+                    self.pins.pop("characteristics", None)
+            elif c.type == SESSION_TRACK_TRANSACTION_STATE and c.name.endswith(b"L"):
+                self.pins["table_locks"] = PIN_DESCRIPTIONS["table_locks"]
+        explained = (
+            hints.user_variables
+            or hints.temp_tables_created
+            or hints.tables_dropped
+            or hints.prepared
+            or hints.deallocated
+            or hints.lock_tables
+            or hints.unlock_tables
+        )
+        if bare and not named and not explained:
+            self.pins["session_state"] = PIN_DESCRIPTIONS["session_state"]

@@ -1,0 +1,135 @@
+"""What a statement's text says about session state the server's trackers don't name.
+
+The session trackers tell proxyd *that* unmovable state changed (a bare
+state-change entry) but not what: a user variable, a temporary table, an SQL
+PREPARE. Some state changes report nothing at all (``GET_LOCK``, ``SELECT
+@y:=5``). This module looks at the text of a COM_QUERY for those few cases;
+it is pure, and one precompiled regex decides in a single scan whether a
+statement needs a closer look, so ordinary statements pay almost nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+# One scan over every statement: is there anything here worth a closer look?
+_INTERESTING = re.compile(
+    rb"LAST_INSERT_ID|SQL_CALC_FOUND_ROWS|_LOCK\s*\(|RELEASE_ALL_LOCKS|CONNECTION_ID|:=|@"
+    rb"|TEMPORARY|PREPARE|FLUSH|LOCK|\bXA\b|\bKILL\b|\bDROP\b|\bNAMES\b"
+    rb"|WARNINGS|ERRORS|DIAGNOSTICS|_COUNT\b",
+    re.IGNORECASE,
+)
+_LEADING = re.compile(rb"^(?:\s|/\*.*?\*/|--[^\n]*\n|#[^\n]*\n)*", re.DOTALL)
+_CREATE_TEMP = re.compile(
+    rb"CREATE\s+(?:OR\s+REPLACE\s+)?TEMPORARY\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?([`\w.$]+)", re.I
+)
+_DROP_TABLE = re.compile(rb"DROP\s+(?:TEMPORARY\s+)?TABLES?\s+(?:IF\s+EXISTS\s+)?(.+)", re.I | re.S)
+_PREPARE = re.compile(rb"PREPARE\s+([`\w$]+)\s+FROM", re.I)
+_DEALLOCATE = re.compile(rb"(?:DEALLOCATE|DROP)\s+PREPARE\s+([`\w$]+)", re.I)
+_GET_LOCK = re.compile(rb"\bGET_LOCK\s*\(", re.I)
+_RELEASE_LOCK = re.compile(rb"\bRELEASE_LOCK\s*\(", re.I)
+_RELEASE_ALL = re.compile(rb"\bRELEASE_ALL_LOCKS\s*\(", re.I)
+_USER_VAR_ASSIGN = re.compile(rb":=|\bINTO\s+@|^SET\s+@(?!@)|,\s*@(?!@)\w+\s*=", re.I)
+_CONNECTION_ID = re.compile(rb"\bCONNECTION_ID\s*\(\s*\)", re.I)
+_KILL = re.compile(rb"^KILL\s+(?:(CONNECTION|QUERY)\s+)?(\d+)\s*;?\s*$", re.I)
+_SET_NAMES = re.compile(
+    rb"^SET\s+NAMES\s+['\"`]?(\w+)['\"`]?(?:\s+COLLATE\s+['\"`]?(\w+)['\"`]?)?\s*;?\s*$", re.I
+)
+_DIAGNOSTICS = re.compile(
+    rb"^(?:SHOW\s+(?:COUNT\s*\(\s*\*\s*\)\s+)?(?:WARNINGS|ERRORS)"
+    rb"|GET\s+(?:CURRENT\s+|STACKED\s+)?DIAGNOSTICS)"
+    rb"|^SELECT\s+@@(?:SESSION\.)?(?:WARNING|ERROR)_COUNT\s*;?\s*$",
+    re.I,
+)
+_LAST_INSERT_ID = re.compile(rb"\bLAST_INSERT_ID\s*\(", re.I)
+_FOUND_ROWS = re.compile(rb"\bSQL_CALC_FOUND_ROWS\b", re.I)
+
+
+def _strip(sql: bytes) -> bytes:
+    m = _LEADING.match(sql)
+    return sql[m.end() :] if m else sql
+
+
+def _name(raw: bytes) -> bytes:
+    return raw.strip(b"`").lower()
+
+
+@dataclass(slots=True)
+class StatementHints:
+    """What one statement may do to unmovable session state."""
+
+    reads_last_insert_id: bool = False
+    calc_found_rows: bool = False
+    user_variables: bool = False
+    get_locks: int = 0
+    release_locks: int = 0
+    release_all_locks: bool = False
+    lock_tables: bool = False
+    unlock_tables: bool = False
+    xa_start: bool = False
+    xa_end: bool = False
+    temp_tables_created: list[bytes] = field(default_factory=list)
+    tables_dropped: list[bytes] = field(default_factory=list)
+    prepared: list[bytes] = field(default_factory=list)
+    deallocated: list[bytes] = field(default_factory=list)
+    connection_id: bool = False
+    kill: tuple[bool, int] | None = None  # (query only, id)
+    set_names: tuple[str, str | None] | None = None  # (charset, collation)
+    diagnostics: bool = False  # reads the previous statement's warnings/errors
+
+
+NO_HINTS = StatementHints()
+
+
+def analyse(sql: bytes) -> StatementHints:
+    """Hints for one COM_QUERY text; NO_HINTS (shared, never mutate) when there are none."""
+    if not _INTERESTING.search(sql):
+        return NO_HINTS
+    text = _strip(sql)
+    upper = text[:40].upper()
+    h = StatementHints()
+    h.reads_last_insert_id = bool(_LAST_INSERT_ID.search(text))
+    h.calc_found_rows = bool(_FOUND_ROWS.search(text))
+    h.user_variables = bool(_USER_VAR_ASSIGN.search(text))
+    h.get_locks = len(_GET_LOCK.findall(text))
+    h.release_locks = len(_RELEASE_LOCK.findall(text))
+    h.release_all_locks = bool(_RELEASE_ALL.search(text))
+    h.connection_id = bool(_CONNECTION_ID.search(text))
+    if upper.startswith((b"LOCK TABLE", b"LOCK TABLES")) or (
+        upper.startswith(b"FLUSH") and re.search(rb"WITH\s+READ\s+LOCK", text, re.I)
+    ):
+        h.lock_tables = True
+    if upper.startswith(b"UNLOCK"):
+        h.unlock_tables = True
+    if upper.startswith(b"XA"):
+        word = text[2:].split(None, 1)[0].upper() if text[2:].split() else b""
+        h.xa_start = word in (b"START", b"BEGIN")
+        h.xa_end = word in (b"COMMIT", b"ROLLBACK")
+    m = _CREATE_TEMP.search(text)
+    if m and upper.startswith(b"CREATE"):
+        h.temp_tables_created.append(_name(m.group(1)))
+    m = _DROP_TABLE.match(text)
+    if m:
+        names = m.group(1).split(b";")[0]
+        h.tables_dropped = [_name(n.strip()) for n in names.split(b",") if n.strip()]
+    m = _PREPARE.match(text)
+    if m:
+        h.prepared.append(_name(m.group(1)))
+    m = _DEALLOCATE.match(text)
+    if m:
+        h.deallocated.append(_name(m.group(1)))
+    h.diagnostics = bool(_DIAGNOSTICS.match(text))
+    m = _SET_NAMES.match(text)
+    if m:
+        collation = m.group(2).decode().lower() if m.group(2) else None
+        h.set_names = (m.group(1).decode().lower(), collation)
+    m = _KILL.match(text)
+    if m:
+        h.kill = ((m.group(1) or b"").upper() == b"QUERY", int(m.group(2)))
+    return h
+
+
+def replace_connection_id(sql: bytes, session_id: int) -> bytes:
+    """CONNECTION_ID() as the client knows it: proxyd's id for its session."""
+    return _CONNECTION_ID.sub(str(session_id).encode(), sql)
