@@ -862,8 +862,9 @@ class ClientSession(asyncio.Protocol):
             and not self.cs.pinned
             and _is_retry_safe(self._command)
         ):
+            # retry.max_attempts counts tries in total, the first included.
             self._attempts += 1
-            if self._attempts <= self.daemon.config.retry.max_attempts:
+            if self._attempts < self.daemon.config.retry.max_attempts:
                 self.daemon.stats.inc("retries")
                 self.daemon.stats.inc("errors_hidden")
                 log.info(
