@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from proxyd.protocol.constants import (
     CLIENT,
     SERVER_SESSION_STATE_CHANGED,
+    SESSION_TRACK_GTIDS,
     SESSION_TRACK_SCHEMA,
+    SESSION_TRACK_STATE_CHANGE,
     SESSION_TRACK_SYSTEM_VARIABLES,
 )
 from proxyd.protocol.errors import ProtocolError
@@ -360,6 +362,12 @@ class StateChange:
     value: bytes = b""
 
 
+# Entries whose data is not one length-encoded string: a state change is a bare "1"
+# (MariaDB: Session_state_change_tracker::store), GTIDs an encoding-spec byte and then
+# a length-encoded string.
+_RAW_STATE_ENTRIES = (SESSION_TRACK_STATE_CHANGE, SESSION_TRACK_GTIDS)
+
+
 def parse_session_state(block: bytes) -> list[StateChange]:
     """Decode the session-state-change block of an OK packet."""
     out: list[StateChange] = []
@@ -373,8 +381,10 @@ def parse_session_state(block: bytes) -> list[StateChange]:
             out.append(StateChange(kind, name, value))
         elif kind == SESSION_TRACK_SCHEMA:
             out.append(StateChange(kind, entry.lenenc_str()))
+        elif kind in _RAW_STATE_ENTRIES:
+            out.append(StateChange(kind, entry.rest()))
         else:
-            # Types 2-5 carry one length-encoded string; unknown types are kept raw.
+            # Types 4 and 5 carry one length-encoded string; unknown types are kept raw.
             data = entry.rest()
             try:
                 value = Reader(data).lenenc_str() if data else b""
@@ -389,6 +399,8 @@ def build_session_state(changes: list[StateChange]) -> bytes:
     for c in changes:
         if c.type == SESSION_TRACK_SYSTEM_VARIABLES:
             body = lenenc_str(c.name) + lenenc_str(c.value)
+        elif c.type in _RAW_STATE_ENTRIES:
+            body = c.name
         else:
             body = lenenc_str(c.name)
         parts.append(bytes((c.type,)) + lenenc_str(body))
