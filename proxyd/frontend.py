@@ -97,6 +97,7 @@ ER_TOO_MANY_USER_CONNECTIONS = 1203
 ER_UNKNOWN_STMT_HANDLER = 1243
 ER_STMT_HAS_NO_OPEN_CURSOR = 1421
 ER_NO_SUCH_THREAD = 1094
+ER_QUERY_INTERRUPTED = 1317
 
 # Commands proxyd refuses: replication and server administration over a pool.
 REFUSED_COMMANDS = frozenset(
@@ -427,14 +428,24 @@ class ClientSession(asyncio.Protocol):
         if command == COMMAND.COM_QUERY:
             stats.inc("queries")
             self._hints = analyse(payload[1:])
-            if self._hints is not NO_HINTS and self._local_query(payload):
-                return
+            if self._hints is not NO_HINTS:
+                rewritten = self._local_query(payload)
+                if rewritten is None:
+                    return
+                payload = rewritten
         else:
             self._hints = NO_HINTS
             handler = self._LOCAL_COMMANDS.get(command)
             if handler is not None:
                 handler(self, payload)
                 return
+            if command == COMMAND.COM_PROCESS_KILL:
+                if len(payload) < 5:
+                    raise ProtocolError("COM_PROCESS_KILL too short")
+                rewritten = self._kill(False, int.from_bytes(payload[1:5], "little"))
+                if rewritten is None:
+                    return
+                payload = rewritten
             if command in REFUSED_COMMANDS or command > COM_RESET_CONNECTION:
                 self._write(build_err(ER_UNKNOWN_COM, "Unknown command", b"08S01"), 1)
                 return
@@ -465,8 +476,8 @@ class ClientSession(asyncio.Protocol):
         else:
             self._start(self._acquire_and_forward())
 
-    def _local_query(self, payload: bytes) -> bool:
-        """Statements proxyd answers or rewrites itself; True if fully handled."""
+    def _local_query(self, payload: bytes) -> bytes | None:
+        """Statements proxyd answers (None) or rewrites (the COM_QUERY to forward)."""
         hints = self._hints
         if hints.kill is not None:
             return self._kill(*hints.kill)
@@ -476,10 +487,10 @@ class ClientSession(asyncio.Protocol):
                 # Movable state: recorded here, applied on whichever backend runs next.
                 self.cs.set_charset(charset)
                 self._write(self._ok(), 1)
-                return True
+                return None
         if hints.connection_id:
-            self._command = payload = b"\x03" + replace_connection_id(payload[1:], self.id)
-        return False
+            return b"\x03" + replace_connection_id(payload[1:], self.id)
+        return payload
 
     def _statement(self, payload: bytes) -> PreparedStatement | None:
         if len(payload) < 5:
@@ -797,26 +808,35 @@ class ClientSession(asyncio.Protocol):
         self._to(State.ACQUIRING)
         self._login(user, plugin, response, 0)
 
-    def _kill(self, query_only: bool, target_id: int) -> bool:
-        """KILL [QUERY] <id> where the id is one proxyd showed a client."""
+    def _kill(self, query_only: bool, target_id: int) -> bytes | None:
+        """KILL [QUERY] <id>, where the id is one proxyd showed a client (its session id).
+
+        Killing a connection closes that client and with it any backend it is using;
+        killing a query runs KILL QUERY on the server for the backend running it.
+        Returns the COM_QUERY to forward, or None when answered here.
+        """
         target = next((s for s in self.daemon.sessions if s.id == target_id), None)
         if target is None or target.user != self.user:
             self._write(build_err(ER_NO_SUCH_THREAD, f"Unknown thread id: {target_id}"), 1)
-            return True
+            return None
         backend = target.backend
-        if target.state is State.IN_COMMAND and backend is not None:
-            # The query runs on the server under the backend's thread id.
-            self._command = b"\x03" + f"KILL QUERY {backend.thread_id}".encode()
-            self._hints = NO_HINTS
-            if not query_only:
-                target._kill_after_command = True
-            return False
+        if target is self:
+            if query_only:
+                self._write(
+                    build_err(ER_QUERY_INTERRUPTED, "Query execution was interrupted", b"70100"), 1
+                )
+            else:
+                self.goodbye()
+            return None
         if not query_only:
             target.goodbye()
+            self._write(self._ok(), 1)
+            return None
+        if target.state is State.IN_COMMAND and backend is not None:
+            self._hints = NO_HINTS
+            return b"\x03" + f"KILL QUERY {backend.thread_id}".encode()
         self._write(self._ok(), 1)
-        return True
-
-    _kill_after_command = False
+        return None
 
     _LOCAL_COMMANDS: ClassVar[dict[int, Callable[[ClientSession, bytes], None]]] = {}
 

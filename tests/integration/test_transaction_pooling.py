@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -372,3 +373,42 @@ def test_sysbench_read_write_with_prepared_statements_has_no_errors(
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert re.search(r"ignored errors:\s+0\s", run.stdout), run.stdout
     assert int(re.search(r"transactions:\s+(\d+)", run.stdout).group(1)) > 0  # type: ignore[union-attr]
+
+
+def test_connection_id_and_kill_speak_of_the_ids_proxyd_shows(
+    proxyd: Callable[..., ProxydProcess],
+) -> None:
+    proxy = proxyd({"pool": {"max_size": 2, "min_idle": 0}})
+    victim, killer = proxy.connect(), proxy.connect()
+    victim_id = victim.thread_id()  # the id in proxyd's handshake
+    assert _one(victim, "SELECT CONNECTION_ID()") == victim_id
+    assert _one(victim, "SELECT CONNECTION_ID()") == victim_id  # whichever backend runs it
+    result: dict[str, Any] = {}
+
+    def sleeper() -> None:
+        try:
+            result["rows"] = _one(victim, "SELECT SLEEP(30)")
+        except Exception as exc:
+            result["error"] = exc
+
+    worker = threading.Thread(target=sleeper)
+    worker.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "rows" not in result:
+        time.sleep(0.2)
+        _one(killer, f"KILL QUERY {victim_id}")
+        worker.join(0.5)
+        if not worker.is_alive():
+            break
+    worker.join(10)
+    # Interrupted well before 30 s: MySQL's SLEEP() returns 1, MariaDB's raises 1317.
+    error = result.get("error")
+    assert result.get("rows") == 1 or (error is not None and error.args[0] == 1317), result
+    assert _one(victim, "SELECT 'alive'") == "alive"
+    _one(killer, f"KILL {victim_id}")
+    with pytest.raises(pymysql.err.OperationalError):
+        _one(victim, "SELECT 1")
+    with pytest.raises(pymysql.err.OperationalError) as info:
+        _one(killer, "KILL 999999")
+    assert info.value.args[0] == 1094
+    killer.close()
