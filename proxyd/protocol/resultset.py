@@ -23,7 +23,7 @@ def decode_text_result(packets: list[bytes], capabilities: int) -> OkPacket | Er
     first = packets[0]
     if is_err(first):
         return parse_err(first, capabilities)
-    if first[0] == 0x00:
+    if first[:1] == b"\x00":
         return parse_ok(first, capabilities)
     ncols = Reader(first).lenenc_int()
     pos = 1 + ncols
@@ -38,7 +38,7 @@ def decode_text_result(packets: list[bytes], capabilities: int) -> OkPacket | Er
         r = Reader(payload)
         row: list[bytes | None] = []
         for _ in range(ncols):
-            if r.data[r.pos] == 0xFB:
+            if r.data[r.pos : r.pos + 1] == b"\xfb":
                 r.pos += 1
                 row.append(None)
             else:
