@@ -73,16 +73,24 @@ def encode_text_result(
     rows: list[tuple[object, ...]],
     capabilities: int,
     status_flags: int = 0x0002,
+    column_types: list[int] | None = None,
 ) -> bytes:
-    """A whole text result set, framed, starting at sequence id 1."""
+    """A whole text result set, framed, starting at sequence id 1.
+
+    ``column_types`` (MYSQL_TYPE_* codes, default VAR_STRING) tell drivers which columns
+    hold numbers; the values are sent as text either way.
+    """
     from proxyd.protocol.messages import OkPacket, build_eof, build_ok
 
     out = []
     seq = 1
     out.append(encode_packet(lenenc_int(len(columns)), seq))
-    for name in columns:
+    for index, name in enumerate(columns):
         seq += 1
-        out.append(encode_packet(column_definition(name.encode()), seq))
+        type_code = column_types[index] if column_types else 0xFD
+        # Numbers carry the binary collation, as a server sends them.
+        charset = 33 if type_code == 0xFD else 63
+        out.append(encode_packet(column_definition(name.encode(), type_code, charset), seq))
     deprecate = capabilities & CLIENT.DEPRECATE_EOF
     if not deprecate:
         seq += 1
