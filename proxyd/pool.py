@@ -134,6 +134,10 @@ class Pool:
         self._janitor: asyncio.Task[None] | None = None
         self._pinging: set[BackendConnection] = set()
         self.on_backend_lost: Callable[[BackendConnection, str], None] | None = None
+        # Connections opened before this moment (monotonic) are closed instead of reused
+        # when they come back: the daemon sets it for RECONNECT and for a new backend
+        # address or credentials, and closes the idle ones itself.
+        self.drain_before = 0.0
 
     @property
     def name(self) -> str:
@@ -300,6 +304,9 @@ class Pool:
         """Take back a connection whose server session is clean enough to share."""
         conn.holder = None
         if conn.closed:
+            return
+        if conn.created_at < self.drain_before:
+            self._retire(conn, "drained")
             return
         if conn.busy or conn.in_transaction or conn.needs_reset:
             asyncio.get_running_loop().create_task(self._clean_and_return(conn))
