@@ -1,22 +1,109 @@
-"""Counters and histograms the rest of proxyd updates; the exporter reads them.
+"""Counters and histograms the rest of proxyd updates, and the HTTP endpoint that shows them.
 
-Counters are plain integers in a Counter (an increment on the hot path is one
-dict operation); histograms are prometheus-client Histograms in a registry of
-the daemon's own.
+Counters are plain integers in a Counter (an increment on the hot path is one dict
+operation); histograms are prometheus-client Histograms in a registry of the daemon's own.
+Nothing is converted until Prometheus asks: at scrape time ``DaemonCollector`` turns the
+counters and the daemon's live state (sessions, pools, server) into metric families.
+
+``MetricsHTTP`` is a tiny asyncio HTTP/1.x handler on ``metrics.listen``, one request per
+connection, serving
+
+  /metrics  the Prometheus text format (``prometheus_client.generate_latest``)
+  /healthz  200 while the backend server is reachable, else 503
+  /readyz   200 once the pools are warm and while proxyd is neither PAUSEd nor stopping
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
+
+from proxyd import __version__
+
+if TYPE_CHECKING:
+    from proxyd.daemon import Daemon
+
+__all__ = ["COUNTERS", "RECYCLE_REASONS", "DaemonCollector", "MetricsHTTP", "Stats"]
+
+log = logging.getLogger("proxyd.metrics")
 
 ACQUIRE_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0)
 QUERY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0)
 
+# Stats counter -> (metric name, help). Every one is exported, zero or not, so that
+# rate() works from the first scrape.
+COUNTERS: dict[str, tuple[str, str]] = {
+    "commands": ("proxyd_commands_total", "Commands received from clients"),
+    "queries": ("proxyd_queries_total", "COM_QUERY statements received from clients"),
+    "retries": (
+        "proxyd_retries_total",
+        "Read-only commands re-run on another backend after theirs was lost",
+    ),
+    "errors_hidden": (
+        "proxyd_backend_errors_hidden_total",
+        "Backend failures proxyd absorbed without the client seeing an error",
+    ),
+    "errors_passed_on": (
+        "proxyd_backend_errors_passed_on_total",
+        "Backend failures that reached a client as an error",
+    ),
+    "pings": ("proxyd_pings_total", "Pings of idle backend connections that succeeded"),
+    "pings_failed": ("proxyd_pings_failed_total", "Pings of idle backend connections that failed"),
+    "resets": ("proxyd_backend_resets_total", "Backend sessions reset before reuse"),
+    "backend_connects": ("proxyd_backend_connects_total", "Backend connections opened"),
+    "backend_connect_errors": (
+        "proxyd_backend_connect_errors_total",
+        "Attempts to open a backend connection that failed",
+    ),
+    "acquire_timeouts": (
+        "proxyd_acquire_timeouts_total",
+        "Commands that got no backend connection within acquire_timeout",
+    ),
+    "auth_failures": ("proxyd_client_auth_failures_total", "Client logins refused"),
+    "clients_refused": (
+        "proxyd_clients_refused_total",
+        "Client connections refused by max_client_connections",
+    ),
+    "client_protocol_errors": (
+        "proxyd_client_protocol_errors_total",
+        "Client connections closed for a protocol violation",
+    ),
+    "reloads": ("proxyd_config_reloads_total", "Configuration reloads applied"),
+    "reload_failures": (
+        "proxyd_config_reload_failures_total",
+        "Configuration reloads rejected (the running configuration stayed)",
+    ),
+}
+# Always exported; other recycled_<reason> counters appear once they happen.
+RECYCLE_REASONS = (
+    "lifetime",
+    "ping_failed",
+    "killed",
+    "server_closed",
+    "surplus",
+    "profile_swap",
+    "drained",
+)
+
 
 class Stats:
     def __init__(self) -> None:
+        # The text format would add a *_created gauge per histogram: noise for Prometheus,
+        # and proxyd_info/process_start_time_seconds already date the process.
+        disable_created_metrics()
         self.counters: collections.Counter[str] = collections.Counter()
         self.registry = CollectorRegistry(auto_describe=True)
         self.acquire_wait = Histogram(
@@ -31,6 +118,7 @@ class Stats:
             buckets=QUERY_BUCKETS,
             registry=self.registry,
         )
+        ProcessCollector(registry=self.registry)
 
     def inc(self, name: str, n: int = 1) -> None:
         self.counters[name] += n
@@ -40,3 +128,184 @@ class Stats:
 
     def observe_query(self, seconds: float) -> None:
         self.query_duration.observe(seconds)
+
+    def recycled(self) -> dict[str, int]:
+        """Backend connections closed by proxyd or the server, by reason."""
+        counts = dict.fromkeys(RECYCLE_REASONS, 0)
+        for name, value in self.counters.items():
+            if name.startswith("recycled_"):
+                counts[name.removeprefix("recycled_")] = value
+        return counts
+
+
+class DaemonCollector:
+    """Reads the daemon's counters and live state when Prometheus scrapes."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    def describe(self) -> list[Metric]:
+        # Nothing to check for clashes at registration (and the daemon is not running yet).
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        daemon = self.daemon
+        counters = daemon.stats.counters
+
+        info = GaugeMetricFamily("proxyd_info", "proxyd version", labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+
+        pools = daemon.pool_summaries()
+        clients = GaugeMetricFamily(
+            "proxyd_client_connections", "Client connections open (logged in or logging in)"
+        )
+        clients.add_metric([], len(daemon.sessions))
+        yield clients
+
+        waiting = GaugeMetricFamily(
+            "proxyd_client_connections_waiting", "Clients waiting for a backend connection"
+        )
+        waiting.add_metric([], sum(p.clients_waiting for p in pools))
+        yield waiting
+
+        backends = GaugeMetricFamily(
+            "proxyd_backend_connections", "Backend connections by state", labels=["state"]
+        )
+        backends.add_metric(["active"], sum(p.backends_active for p in pools))
+        backends.add_metric(["idle"], sum(p.backends_idle for p in pools))
+        backends.add_metric(["connecting"], sum(p.backends_connecting for p in pools))
+        yield backends
+
+        up = GaugeMetricFamily(
+            "proxyd_backend_up", "1 while the backend server accepted proxyd's last connection"
+        )
+        up.add_metric([], 1 if daemon.server.up else 0)
+        yield up
+
+        paused = GaugeMetricFamily("proxyd_paused", "1 while the admin console has PAUSEd proxyd")
+        paused.add_metric([], 1 if daemon.paused else 0)
+        yield paused
+
+        for key, (name, text) in COUNTERS.items():
+            yield CounterMetricFamily(name, text, value=counters[key])
+
+        recycled = CounterMetricFamily(
+            "proxyd_backend_recycled_total",
+            "Backend connections closed and replaced, by reason",
+            labels=["reason"],
+        )
+        for reason, value in sorted(daemon.stats.recycled().items()):
+            recycled.add_metric([reason], value)
+        yield recycled
+
+
+# -- HTTP ----------------------------------------------------------------------------------
+
+MAX_REQUEST_HEAD = 8192
+REQUEST_TIMEOUT = 10.0
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+_TEXT = "text/plain; charset=utf-8"
+
+
+class MetricsHTTP(asyncio.Protocol):
+    """One HTTP connection on metrics.listen: read one request, answer it, close."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self._timer = asyncio.get_running_loop().call_later(REQUEST_TIMEOUT, self._timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        if self._timer is None:
+            return  # answered already
+        self._buffer += data
+        end = self._buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._buffer) > MAX_REQUEST_HEAD:
+                self._respond(431, b"request head too large\n")
+            return
+        request_line = bytes(self._buffer[: self._buffer.find(b"\r\n")])
+        parts = request_line.split()
+        if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+            self._respond(400, b"bad request\n")
+            return
+        method, target = parts[0], parts[1]
+        if method not in (b"GET", b"HEAD"):
+            self._respond(405, b"only GET and HEAD\n", extra=[("Allow", "GET, HEAD")])
+            return
+        path = target.split(b"?", 1)[0]
+        try:
+            status, content_type, body = self._route(path)
+        except Exception:  # a scrape must never take the daemon down
+            log.exception("metrics: error answering %s", path.decode(errors="replace"))
+            status, content_type, body = 500, _TEXT, b"internal error\n"
+        self._respond(status, body, content_type, head_only=method == b"HEAD")
+
+    def _route(self, path: bytes) -> tuple[int, str, bytes]:
+        daemon = self.daemon
+        if path == b"/metrics":
+            return 200, CONTENT_TYPE_LATEST, generate_latest(daemon.stats.registry)
+        if path == b"/healthz":
+            if daemon.server.up:
+                return 200, _TEXT, b"ok: backend reachable\n"
+            reason = daemon.server.last_error or "no connection yet"
+            return 503, _TEXT, f"backend unreachable: {reason}\n".encode()
+        if path == b"/readyz":
+            ready, reason = daemon.readiness()
+            return (200 if ready else 503), _TEXT, f"{reason}\n".encode()
+        if path == b"/":
+            return 200, _TEXT, b"proxyd: /metrics /healthz /readyz\n"
+        return 404, _TEXT, b"not found\n"
+
+    def _respond(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = _TEXT,
+        *,
+        head_only: bool = False,
+        extra: list[tuple[str, str]] | None = None,
+    ) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        headers = [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+            ("Connection", "close"),
+            *(extra or []),
+        ]
+        head = f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\n" + "".join(
+            f"{name}: {value}\r\n" for name, value in headers
+        )
+        transport.write(head.encode("latin-1") + b"\r\n" + (b"" if head_only else body))
+        transport.close()
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self.transport is not None:
+            self.transport.close()
