@@ -48,6 +48,9 @@ QUERY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 COUNTERS: dict[str, tuple[str, str]] = {
     "commands": ("proxyd_commands_total", "Commands received from clients"),
     "queries": ("proxyd_queries_total", "COM_QUERY statements received from clients"),
+    "transactions": ("proxyd_transactions_total", "Client transactions ended (commit or rollback)"),
+    "bytes_received": ("proxyd_client_received_bytes_total", "Bytes received from clients"),
+    "bytes_sent": ("proxyd_client_sent_bytes_total", "Bytes sent to clients"),
     "retries": (
         "proxyd_retries_total",
         "Read-only commands re-run on another backend after theirs was lost",
