@@ -406,6 +406,7 @@ class AdminSession(asyncio.Protocol):
         self._auth_switched = False
         self._user = ""
         self._busy = False
+        self._task: asyncio.Task[None] | None = None  # the statement running, kept alive
         self._login_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -529,7 +530,7 @@ class AdminSession(asyncio.Protocol):
         elif command == COMMAND.COM_QUERY:
             self._busy = True
             sql = payload[1:].decode("utf-8", "replace")
-            asyncio.get_running_loop().create_task(self._query(sql))
+            self._task = asyncio.get_running_loop().create_task(self._query(sql))
         else:
             self._write(build_err(ER_UNKNOWN_COM, "Unknown command", b"08S01"), 1)
 
