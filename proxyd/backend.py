@@ -176,6 +176,7 @@ class BackendConnection(asyncio.Protocol):
         self._last_data = 0.0
         self._watchdog: asyncio.TimerHandle | None = None
         self.pool: Any = None  # the owning Pool, set by it
+        self.stats: Any = None  # the daemon's Stats, set by the Server that opened it
         self.holder: Any = None  # the client session using it, if any
 
     # -- asyncio.Protocol --------------------------------------------------------
@@ -205,6 +206,8 @@ class BackendConnection(asyncio.Protocol):
             sink = self._sink
             if sink is not None and out:
                 sink.writelines(out)
+                if self.stats is not None:
+                    self.stats.counters["bytes_sent"] += len(data)
             if tracker.done or tracker.awaiting_infile:
                 if rest:
                     log.warning(

@@ -276,6 +276,7 @@ class ClientSession(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_active = time.monotonic()
+        self.daemon.stats.counters["bytes_received"] += len(data)
         self._reader.feed(data)
         try:
             if self.state is State.AUTHENTICATING:
@@ -466,9 +467,9 @@ class ClientSession(asyncio.Protocol):
         self._command = payload
         self._attempts = 0
         backend = self.backend
-        if backend is None:
+        if backend is None and not self.daemon.paused:
             assert self.pool is not None
-            backend = self.pool.take_idle(self.profile, self.cs.schema)
+            backend = self.pool.take_idle(self.profile, self.cs)
             if backend is not None:
                 self._hold(backend)
         if backend is not None and not backend.busy and self._in_sync(backend):
@@ -534,9 +535,10 @@ class ClientSession(asyncio.Protocol):
             self.lost_transaction = False
             self._finish_local(_lost_transaction_err())
             return
-        wait_unpaused = getattr(self.daemon, "wait_unpaused", None)  # PAUSE (admin console)
-        if wait_unpaused is not None and getattr(self.daemon, "paused", False):
-            await wait_unpaused()
+        if self.daemon.paused and self.backend is None:
+            # PAUSE (admin console): new work waits; a client holding a backend (in a
+            # transaction, pinned) goes on, so that what is in flight can finish.
+            await self.daemon.wait_unpaused()
         deadline = time.monotonic() + self.daemon.config.retry.timeout
         while True:
             try:
@@ -683,7 +685,10 @@ class ClientSession(asyncio.Protocol):
     def _absorb(self, tracker: ResponseTracker) -> None:
         cs = self.cs
         command = self._command[0]
+        was_in_transaction = cs.in_transaction
         cs.absorb(command, tracker, self._hints)
+        if was_in_transaction and not cs.in_transaction:
+            self.daemon.stats.inc("transactions")
         backend = self.backend
         if backend is not None and tracker.ok is not None and tracker.ok.last_insert_id:
             backend.last_insert_id = tracker.ok.last_insert_id

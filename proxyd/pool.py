@@ -22,14 +22,19 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from proxyd.backend import BackendConnection, BackendError, BackendGone, open_backend
 from proxyd.config import BackendConfig, PoolConfig, UserConfig
 from proxyd.metrics import Stats
 from proxyd.protocol.messages import ErrPacket
 
+if TYPE_CHECKING:
+    from proxyd.session_state import ClientState
+
 log = logging.getLogger("proxyd.pool")
 
+MATCH_SCAN = 8  # idle connections looked at for one whose session already matches
 BACKOFF_BASE = 0.1
 BACKOFF_CAP = 5.0
 PING_AUTO_CAP = 30.0
@@ -85,6 +90,7 @@ class Server:
                 self._failed(exc)
                 raise
         self.stats.inc("backend_connects")
+        conn.stats = self.stats
         if not self.up:
             if self.failures:
                 log.info(
@@ -164,10 +170,15 @@ class Pool:
 
     # -- hand-out ----------------------------------------------------------------
 
-    def take_idle(self, profile: int, schema: bytes | None = None) -> BackendConnection | None:
-        """An idle connection ready right now, or None (no waiting, no I/O)."""
+    def take_idle(self, profile: int, want: ClientState | None = None) -> BackendConnection | None:
+        """An idle connection ready right now, or None (no waiting, no I/O).
+
+        Prefers, among the most recently used, one whose server session already matches
+        the client's (schema, character set, variables), so nothing needs replaying.
+        """
         idle = self.idle
         best = -1
+        looked = 0
         for i in range(len(idle) - 1, -1, -1):
             conn = idle[i]
             if conn.profile != profile or conn.closed:
@@ -176,8 +187,15 @@ class Pool:
                 continue  # health uncertain: acquire() checks it first
             if best < 0:
                 best = i
-            if conn.schema == schema:
+            if want is None or (
+                conn.schema == want.schema
+                and conn.charset == want.charset
+                and conn.vars == want.vars
+            ):
                 best = i
+                break
+            looked += 1
+            if looked >= MATCH_SCAN:
                 break
         if best < 0:
             return None
@@ -350,7 +368,8 @@ class Pool:
             self.idle.remove(conn)
         if reason in ("server_closed", "server_reset", "killed", "server_idle_timeout"):
             self.stats.inc(f"recycled_{'killed' if reason == 'killed' else 'server_closed'}")
-            log.info(
+            # The daemon logs one line per burst; this is the per-connection detail.
+            log.debug(
                 "pool %s: backend %s (thread %s) closed by the server (%s)",
                 self.name,
                 conn.id,
