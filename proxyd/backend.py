@@ -701,8 +701,10 @@ async def open_backend(
     schema: bytes | None,
     on_lost: Callable[[BackendConnection, str], None],
     timeout: float,
+    login_timeout: float | None = None,
 ) -> BackendConnection:
-    """Connect, log in and set up a server session, or raise BackendError."""
+    """Connect (within ``timeout``), log in and set up a server session (within
+    ``login_timeout``, by default ``timeout`` too), or raise BackendError."""
     loop = asyncio.get_running_loop()
     conn = BackendConnection(address, user, password, profile, charset, schema, on_lost)
     try:
@@ -712,7 +714,7 @@ async def open_backend(
     except (OSError, TimeoutError) as exc:
         raise BackendGone(f"cannot connect to {address}: {exc or 'timed out'}") from None
     try:
-        await conn.login(timeout)
+        await conn.login(timeout if login_timeout is None else login_timeout)
     except TimeoutError:
         conn.close("login timed out")
         raise BackendGone(f"login to {address} timed out") from None

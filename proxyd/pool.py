@@ -85,6 +85,7 @@ class Server:
                     None,
                     on_lost,
                     self.config.connect_timeout,
+                    self.config.ping_timeout,
                 )
             except BackendError as exc:
                 self._failed(exc)
