@@ -29,7 +29,7 @@ CAPTURES = Path(__file__).parent / "captures" / "mariadb.json"
 FUZZ = settings(
     derandomize=True,
     database=None,
-    max_examples=int(os.environ.get("PROXYD_FUZZ_EXAMPLES", "300")),
+    max_examples=int(os.environ.get("PROXYD_FUZZ_EXAMPLES", "200")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
