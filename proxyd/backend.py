@@ -178,6 +178,7 @@ class BackendConnection(asyncio.Protocol):
         self.pool: Any = None  # the owning Pool, set by it
         self.stats: Any = None  # the daemon's Stats, set by the Server that opened it
         self.holder: Any = None  # the client session using it, if any
+        self.last_session: Any = None  # whose statement ran here last
 
     # -- asyncio.Protocol --------------------------------------------------------
 

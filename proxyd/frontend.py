@@ -54,7 +54,7 @@ from proxyd.protocol.messages import (
 from proxyd.protocol.packets import PacketReader, Reader, encode_packet
 from proxyd.protocol.response import ResponseTracker
 from proxyd.session_state import ClientState, PreparedStatement, charset_id
-from proxyd.sqlhints import NO_HINTS, analyse, replace_connection_id
+from proxyd.sqlhints import NO_HINTS, analyse, replace_connection_id, replace_previous_results
 
 if TYPE_CHECKING:
     from proxyd.daemon import Daemon
@@ -218,6 +218,7 @@ class ClientSession(asyncio.Protocol):
         self._command: bytes = b""
         self._hints = NO_HINTS
         self._stmt: PreparedStatement | None = None
+        self._last_backend: BackendConnection | None = None
         self._attempts = 0
         self._started = 0.0
         self._paused = False
@@ -626,6 +627,17 @@ class ClientSession(asyncio.Protocol):
         self._tracker = tracker
         self._started = time.monotonic()
         backend.read_timeout = self.daemon.config.backend.read_timeout
+        hints = self._hints
+        if (hints.reads_row_count or hints.reads_found_rows) and (
+            backend is not self._last_backend or backend.last_session is not self
+        ):
+            # Those counts describe this server connection's previous statement, which
+            # was not this client's: give the client its own, from its last answer.
+            payload = b"\x03" + replace_previous_results(
+                payload[1:], self.cs.row_count, self.cs.found_rows
+            )
+        self._last_backend = backend
+        backend.last_session = self
         stmt = self._stmt
         if stmt is None:
             packet = encode_packet(payload, 0)

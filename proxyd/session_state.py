@@ -133,6 +133,8 @@ class ClientState:
         self.vars: dict[bytes, bytes] = {}
         self.multi_statements = bool(capabilities & CLIENT.MULTI_STATEMENTS)
         self.last_insert_id = 0
+        self.row_count = -1  # ROW_COUNT() of the previous statement
+        self.found_rows = 0  # FOUND_ROWS() after a plain SELECT
         self.status_flags = SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT
         self.pins: dict[str, str] = {}
         self.temp_tables: set[bytes] = set()
@@ -199,6 +201,12 @@ class ClientState:
             return
         for key in _PER_STATEMENT_PINS:
             self.pins.pop(key, None)
+        if command in (COMMAND.COM_QUERY, COMMAND.COM_STMT_EXECUTE) and tracker.err is None:
+            if tracker.result_sets:
+                self.row_count = -1
+                self.found_rows = tracker.rows
+            elif tracker.ok is not None:
+                self.row_count = tracker.ok.affected_rows
         ok = tracker.ok
         if ok is not None and ok.last_insert_id:
             self.last_insert_id = ok.last_insert_id

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 # One scan over every statement: is there anything here worth a closer look?
 _INTERESTING = re.compile(
-    rb"LAST_INSERT_ID|SQL_CALC_FOUND_ROWS|_LOCK\s*\(|RELEASE_ALL_LOCKS|CONNECTION_ID|:=|@"
+    rb"LAST_INSERT_ID|FOUND_ROWS|ROW_COUNT|_LOCK\s*\(|RELEASE_ALL_LOCKS|CONNECTION_ID|:=|@"
     rb"|TEMPORARY|PREPARE|FLUSH|LOCK|\bXA\b|\bKILL\b|\bDROP\b|\bNAMES\b"
     rb"|WARNINGS|ERRORS|DIAGNOSTICS|_COUNT\b",
     re.IGNORECASE,
@@ -44,6 +44,8 @@ _DIAGNOSTICS = re.compile(
 )
 _LAST_INSERT_ID = re.compile(rb"\bLAST_INSERT_ID\s*\(", re.I)
 _FOUND_ROWS = re.compile(rb"\bSQL_CALC_FOUND_ROWS\b", re.I)
+_FOUND_ROWS_CALL = re.compile(rb"\bFOUND_ROWS\s*\(\s*\)", re.I)
+_ROW_COUNT_CALL = re.compile(rb"\bROW_COUNT\s*\(\s*\)", re.I)
 
 
 def _strip(sql: bytes) -> bytes:
@@ -61,6 +63,8 @@ class StatementHints:
 
     reads_last_insert_id: bool = False
     calc_found_rows: bool = False
+    reads_found_rows: bool = False
+    reads_row_count: bool = False
     user_variables: bool = False
     get_locks: int = 0
     release_locks: int = 0
@@ -91,6 +95,8 @@ def analyse(sql: bytes) -> StatementHints:
     h = StatementHints()
     h.reads_last_insert_id = bool(_LAST_INSERT_ID.search(text))
     h.calc_found_rows = bool(_FOUND_ROWS.search(text))
+    h.reads_found_rows = bool(_FOUND_ROWS_CALL.search(text))
+    h.reads_row_count = bool(_ROW_COUNT_CALL.search(text))
     h.user_variables = bool(_USER_VAR_ASSIGN.search(text))
     h.get_locks = len(_GET_LOCK.findall(text))
     h.release_locks = len(_RELEASE_LOCK.findall(text))
@@ -128,6 +134,13 @@ def analyse(sql: bytes) -> StatementHints:
     if m:
         h.kill = ((m.group(1) or b"").upper() == b"QUERY", int(m.group(2)))
     return h
+
+
+def replace_previous_results(sql: bytes, row_count: int, found_rows: int) -> bytes:
+    """ROW_COUNT() and FOUND_ROWS() as literals, for a statement that runs on another
+    server connection than the client's previous one (whose counts those were)."""
+    sql = _ROW_COUNT_CALL.sub(str(row_count).encode(), sql)
+    return _FOUND_ROWS_CALL.sub(str(found_rows).encode(), sql)
 
 
 def replace_connection_id(sql: bytes, session_id: int) -> bytes:

@@ -101,6 +101,8 @@ class ResponseTracker:
         "ok",
         "out",
         "prepare_ok",
+        "result_sets",
+        "rows",
         "state",
         "state_changes",
         "statement_id",
@@ -119,6 +121,8 @@ class ResponseTracker:
         self.state = _INITIAL_STATE.get(command, SIMPLE)
         self.status_flags = 0
         self.warnings = 0  # of the last terminator (OK or EOF)
+        self.result_sets = 0
+        self.rows = 0  # in the last result set (FOUND_ROWS() of a plain SELECT)
         self.ok: OkPacket | None = None
         self.err: ErrPacket | None = None
         self.prepare_ok: StmtPrepareOk | None = None
@@ -252,6 +256,8 @@ class ResponseTracker:
                 self._error(body)
             elif first == 0xFE and length < MAX_PACKET_PAYLOAD:
                 return self._terminator(bytes(body), seq)
+            else:
+                self.rows += 1
             return None
         if state == COLUMNS:
             self._columns -= 1
@@ -280,6 +286,8 @@ class ResponseTracker:
                     raise ProtocolError("result set with zero columns")
                 self._columns = count
                 self.state = COLUMNS
+                self.rows = 0
+                self.result_sets += 1
         elif state == COLUMNS_EOF:
             if first != 0xFE:
                 raise ProtocolError("expected EOF after column definitions")

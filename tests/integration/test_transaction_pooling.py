@@ -270,6 +270,18 @@ def test_per_statement_results_follow_the_client(
     _one(b, "SELECT SQL_CALC_FOUND_ROWS * FROM lid LIMIT 1")
     total = mariadb.execute("SELECT COUNT(*) FROM test.lid")[0][0]
     assert _one(a, "SELECT FOUND_ROWS()") == total
+    # ROW_COUNT() and FOUND_ROWS() of a plain SELECT: the client's own, though b's statements
+    # ran in between on the backends of this pool of two.
+    _one(a, "UPDATE lid SET v = 3 WHERE v = 1")
+    updated = mariadb.execute("SELECT COUNT(*) FROM test.lid WHERE v = 3")[0][0]
+    _one(b, "DELETE FROM lid WHERE v = 2 LIMIT 1")
+    _one(b, "SELECT 1")
+    assert _one(a, "SELECT ROW_COUNT()") == updated
+    with a.cursor() as cur:
+        cur.execute("SELECT id FROM lid WHERE v = 3")
+        selected = len(cur.fetchall())
+    _one(b, "SELECT * FROM lid")
+    assert _one(a, "SELECT FOUND_ROWS()") == selected
     # SHOW WARNINGS describes this client's previous statement.
     _one(a, "SET sql_mode = ''")
     with a.cursor() as cur:
