@@ -173,6 +173,8 @@ class BackendConnection(asyncio.Protocol):
         self._internal: asyncio.Future[list[bytes]] | None = None
         self._internal_packets: PacketReader | None = None
         self.read_timeout: float | None = None  # for forwarded statements; None: no limit
+        self.command_timeout = 30.0  # for proxyd's own commands (backend.ping_timeout)
+        self.max_allowed_packet = 0
         self._last_data = 0.0
         self._watchdog: asyncio.TimerHandle | None = None
         self.pool: Any = None  # the owning Pool, set by it
@@ -426,9 +428,11 @@ class BackendConnection(asyncio.Protocol):
     async def setup_session(self) -> None:
         """Switch on session tracking and learn this session's wait_timeout."""
         await self.query(SESSION_TRACKING_SETUP)
-        rows = await self.query(b"SELECT @@wait_timeout")
+        rows = await self.query(b"SELECT @@wait_timeout, @@max_allowed_packet")
         if isinstance(rows, list) and rows and rows[0][0] is not None:
             self.wait_timeout = self.default_wait_timeout = float(rows[0][0])
+            if len(rows[0]) > 1:
+                self.max_allowed_packet = int(rows[0][1] or 0)
         self.vars.clear()
 
     # -- proxyd's own commands ---------------------------------------------------
@@ -447,7 +451,11 @@ class BackendConnection(asyncio.Protocol):
         self._internal_collected: list[bytes] = []
         self._send(build_command(command, argument), 0)
         try:
-            packets = await fut
+            packets = await asyncio.wait_for(fut, self.command_timeout)
+        except asyncio.TimeoutError:
+            # A server that does not answer proxyd's own command is as good as gone.
+            self._fail(f"no answer to proxyd's own command in {self.command_timeout:g}s")
+            raise BackendGone("server did not answer") from None
         finally:
             self._internal = None
             self._internal_packets = None
@@ -708,6 +716,7 @@ async def open_backend(
     ``login_timeout``, by default ``timeout`` too), or raise BackendError."""
     loop = asyncio.get_running_loop()
     conn = BackendConnection(address, user, password, profile, charset, schema, on_lost)
+    conn.command_timeout = timeout if login_timeout is None else login_timeout
     try:
         await asyncio.wait_for(
             loop.create_connection(lambda: conn, address.host, address.port), timeout

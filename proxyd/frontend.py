@@ -37,7 +37,7 @@ from proxyd.protocol.constants import (
     MAX_PACKET_PAYLOAD,
     SERVER_STATUS,
 )
-from proxyd.protocol.errors import ProtocolError
+from proxyd.protocol.errors import PacketTooLarge, ProtocolError
 from proxyd.protocol.messages import (
     ErrPacket,
     HandshakeV10,
@@ -97,6 +97,7 @@ ER_TOO_MANY_USER_CONNECTIONS = 1203
 ER_UNKNOWN_STMT_HANDLER = 1243
 ER_STMT_HAS_NO_OPEN_CURSOR = 1421
 ER_NO_SUCH_THREAD = 1094
+ER_NET_PACKET_TOO_LARGE = 1153
 ER_QUERY_INTERRUPTED = 1317
 
 # Commands proxyd refuses: replication and server administration over a pool.
@@ -158,7 +159,6 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 _session_ids = itertools.count(1)
 MAX_BUFFERED_INPUT = 1 << 20
 MAX_LOGIN_PACKET = 64 * 1024
-MAX_CLIENT_PACKET = 1 << 30  # the server's own max_allowed_packet ceiling
 
 
 def _is_retry_safe(payload: bytes) -> bool:
@@ -283,6 +283,19 @@ class ClientSession(asyncio.Protocol):
             if self.state is State.AUTHENTICATING:
                 self._authenticate()
             self._pump()
+        except PacketTooLarge as exc:
+            if self.state is State.AUTHENTICATING:
+                self._protocol_violation(f"login {exc}")
+                return
+            # What the server itself answers, and like it, proxyd closes the connection.
+            log.warning("client %s: packet above max_allowed_packet; closing", self.peer)
+            self.daemon.stats.inc("client_protocol_errors")
+            self._refuse(
+                ER_NET_PACKET_TOO_LARGE,
+                "Got a packet bigger than 'max_allowed_packet' bytes",
+                seq=1,
+                sql_state=b"08S01",
+            )
         except ProtocolError as exc:
             self._protocol_violation(str(exc))
 
@@ -318,6 +331,8 @@ class ClientSession(asyncio.Protocol):
             return
         seq, payload = packet
         if self._auth_stage == 0:
+            if seq != 1:
+                raise ProtocolError(f"handshake response with sequence id {seq} (expected 1)")
             if is_ssl_request(payload):
                 self._refuse(ER_HANDSHAKE, "proxyd: TLS is not enabled on this listener", seq + 1)
                 return
@@ -379,7 +394,7 @@ class ClientSession(asyncio.Protocol):
         self.pool = self.daemon.pools[name]
         self.profile = self.capabilities & PROFILE_CAPABILITIES
         self.cs = ClientState(self.capabilities, self._pending_charset, self._pending_db)
-        self._reader.max_payload = MAX_CLIENT_PACKET
+        self._reader.max_payload = self.daemon.server.max_allowed_packet
         self.lost_transaction = False
         self._auth_stage = 0
         if self._login_timer is not None:
@@ -413,8 +428,10 @@ class ClientSession(asyncio.Protocol):
             if self.state is State.INFILE:
                 self._relay_infile(seq, payload)
                 continue
-            if seq != 0:
-                raise ProtocolError(f"command with sequence id {seq} (expected 0)")
+            if self._reader.first_seq != 0:
+                raise ProtocolError(
+                    f"command with sequence id {self._reader.first_seq} (expected 0)"
+                )
             if not payload:
                 raise ProtocolError("empty command packet")
             self._dispatch(payload)

@@ -34,12 +34,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("proxyd.pool")
 
+# Server answers to proxyd's login that waiting will not fix soon: passed on at once.
+SERVER_REFUSALS = frozenset((1040, 1045, 1129, 1203, 1226, 1227))
 MATCH_SCAN = 8  # idle connections looked at for one whose session already matches
 BACKOFF_BASE = 0.1
 BACKOFF_CAP = 5.0
 PING_AUTO_CAP = 30.0
 LIFETIME_AUTO_CAP = 3600.0
 DEFAULT_CHARSET = 45  # utf8mb4_general_ci
+DEFAULT_MAX_ALLOWED_PACKET = 64 * 1024 * 1024
 
 
 class AcquireError(Exception):
@@ -57,6 +60,7 @@ class Server:
         self.config = config
         self.stats = stats
         self.version: bytes | None = None
+        self.max_allowed_packet = DEFAULT_MAX_ALLOWED_PACKET  # learned from the server
         self.charset = DEFAULT_CHARSET
         self.up = False
         self.failures = 0
@@ -101,6 +105,8 @@ class Server:
         self.failures = 0
         self.next_attempt = 0.0
         self.version = conn.server_version
+        if conn.max_allowed_packet:
+            self.max_allowed_packet = conn.max_allowed_packet
         return conn
 
     def _failed(self, exc: BackendError) -> None:
@@ -145,6 +151,8 @@ class Pool:
         # when they come back: the daemon sets it for RECONNECT and for a new backend
         # address or credentials, and closes the idle ones itself.
         self.drain_before = 0.0
+        # The server's last refusal of this user's login (1045, 1040...), until a login works.
+        self.refusal: ErrPacket | None = None
 
     @property
     def name(self) -> str:
@@ -207,6 +215,10 @@ class Pool:
         if self.closed:
             raise AcquireError("proxyd: pool is shutting down")
         self.last_profile = profile
+        refusal = self.refusal
+        if refusal is not None and not self.idle and time.monotonic() < self.server.next_attempt:
+            self.stats.inc("acquire_refused")
+            raise AcquireError(refusal.message.decode(errors="replace"), refusal)
         deadline = time.monotonic() + (self.config.acquire_timeout if timeout is None else timeout)
         while True:
             conn = self._pop_idle(profile)
@@ -289,12 +301,13 @@ class Pool:
                 try:
                     conn = await self.server.connect(self.user, profile, self._lost)
                 except BackendError as exc:
-                    if exc.err is not None and exc.err.error_code in (1045, 1040, 1129, 1203):
+                    if exc.err is not None and exc.err.error_code in SERVER_REFUSALS:
                         self._fail_waiters(exc)
                     if not self.waiters and len(self.idle) >= self.config.min_idle:
                         return
                     continue
                 conn.pool = self
+                self.refusal = None
                 self.conns.add(conn)
                 self.connecting -= 1
                 try:
@@ -306,13 +319,15 @@ class Pool:
             self.connecting -= 1
 
     def _fail_waiters(self, exc: BackendError) -> None:
-        """The server refused proxyd's login: pass its answer on at once."""
+        """The server refused proxyd's login: pass its answer on at once, and to those who
+        come while proxyd waits to try again (the circuit is open until then)."""
         assert exc.err is not None
         err = ErrPacket(
             exc.err.error_code,
             exc.err.sql_state,
             b"proxyd: server refused the backend login: " + exc.err.message,
         )
+        self.refusal = err
         for waiter in list(self.waiters):
             if not waiter.future.done():
                 waiter.future.set_exception(AcquireError(str(exc), err))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 
 from proxyd.protocol.constants import MAX_PACKET_PAYLOAD
-from proxyd.protocol.errors import ProtocolError
+from proxyd.protocol.errors import PacketTooLarge, ProtocolError
 
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
@@ -46,12 +46,15 @@ class PacketReader:
     ``max_payload`` bounds what one peer may make us buffer.
     """
 
-    __slots__ = ("_buf", "_parts", "max_payload")
+    __slots__ = ("_buf", "_parts", "first_seq", "max_payload")
 
     def __init__(self, max_payload: int = 64 * 1024 * 1024) -> None:
         self._buf = bytearray()
         self._parts: list[bytes] = []
         self.max_payload = max_payload
+        # Sequence id of the first packet of the payload last returned: a command
+        # split over several packets starts at 0 and next_packet reports its last.
+        self.first_seq = 0
 
     def feed(self, data: bytes) -> None:
         self._buf += data
@@ -69,11 +72,13 @@ class PacketReader:
             length = buf[0] | (buf[1] << 8) | (buf[2] << 16)
             seq = buf[3]
             if sum(map(len, self._parts)) + length > self.max_payload:
-                raise ProtocolError(f"packet of more than {self.max_payload} bytes")
+                raise PacketTooLarge(f"packet of more than {self.max_payload} bytes")
             if len(buf) < 4 + length:
                 return None
             payload = bytes(buf[4 : 4 + length])
             del buf[: 4 + length]
+            if not self._parts:
+                self.first_seq = seq
             if length == MAX_PACKET_PAYLOAD:
                 self._parts.append(payload)
                 continue

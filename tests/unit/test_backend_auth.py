@@ -112,7 +112,11 @@ class FakeMySQL8:
                 return
             self.queries.append(payload[1:])
             if payload[1:].startswith(b"SELECT @@wait_timeout"):
-                writer.write(encode_text_result(["@@wait_timeout"], [(600,)], caps))
+                writer.write(
+                    encode_text_result(
+                        ["@@wait_timeout", "@@max_allowed_packet"], [(600, 67108864)], caps
+                    )
+                )
             else:
                 writer.write(encode_packet(build_ok(OkPacket(status_flags=2), caps), 1))
 
