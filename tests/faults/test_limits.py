@@ -1,0 +1,100 @@
+"""Overload and refusal: too many clients, a server that refuses proxyd, a client that
+reads a huge result slowly. Each costs the client concerned a clear error (or nothing),
+never the other clients their service, never proxyd its memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pymysql
+import pytest
+
+from tests.faults.rawclient import logged_in, packet, read_packet
+from tests.support.processes import wait_until
+from tests.support.proxy import ProxydProcess
+from tests.support.workload import Reader, running, wait_for_progress
+
+ER_CON_COUNT = 1040
+ER_ACCESS_DENIED = 1045
+
+
+@contextlib.contextmanager
+def _bystander(proxy: ProxydProcess) -> Iterator[Reader]:
+    """A client querying all along; it must never fail and must keep getting answers."""
+    stop = threading.Event()
+    reader = Reader("bystander", lambda: proxy.connect(read_timeout=10), stop)
+    with running([reader], stop):
+        assert wait_for_progress([reader], 5, timeout=10)
+        yield reader
+        assert wait_for_progress([reader], 5, timeout=10), reader.tally.summary()
+    assert reader.tally.failures == 0, reader.tally.summary()
+
+
+def _select(conn: pymysql.Connection, value: int) -> None:
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT {value}")
+        assert cur.fetchall() == ((value,),)
+
+
+def test_max_client_connections_refuses_the_sixth_and_keeps_the_five(
+    proxyd: Callable[..., ProxydProcess],
+) -> None:
+    proxy = proxyd({"max_client_connections": 5})
+    five = [proxy.connect() for _ in range(5)]
+    for i, conn in enumerate(five):
+        _select(conn, i)
+    with pytest.raises(pymysql.err.OperationalError) as info:
+        proxy.connect()
+    assert info.value.args[0] == ER_CON_COUNT, info.value.args
+    for i, conn in enumerate(five):
+        _select(conn, 10 + i)
+    # A slot that is given back can be taken again.
+    five.pop().close()
+
+    def sixth_gets_in() -> bool:
+        try:
+            five.append(proxy.connect())
+        except pymysql.err.OperationalError:
+            return False
+        return True
+
+    assert wait_until(sixth_gets_in, timeout=5)
+    for i, conn in enumerate(five):
+        _select(conn, 20 + i)
+        conn.close()
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def test_slow_reader_of_a_huge_result_does_not_grow_proxyd(
+    proxyd: Callable[..., ProxydProcess],
+) -> None:
+    proxy = proxyd()
+    with logged_in(proxy) as slow, _bystander(proxy) as bystander:
+        baseline = _rss_kib(proxy.pid)
+        # About 200 MB of rows, asked for and then read at a trickle.
+        slow.sendall(packet(b"\x03SELECT REPEAT('x', 1000) FROM test.seq_1_to_200000", 0))
+        _, column_count = read_packet(slow)
+        assert column_count == b"\x01", column_count
+        received = 0
+        peak = baseline
+        until = time.monotonic() + 5
+        while time.monotonic() < until:
+            received += len(slow.recv(16 * 1024))
+            peak = max(peak, _rss_kib(proxy.pid))
+            time.sleep(0.02)
+        answered = bystander.tally.ok
+    growth_mb = (peak - baseline) / 1024
+    assert received > 0
+    assert growth_mb < 150, f"proxyd grew by {growth_mb:.0f} MB while {received} bytes were read"
+    assert answered > 0

@@ -1,0 +1,181 @@
+"""A backend KILLed under a transaction or a result set: the documented ERR, then go on.
+
+The client finds its backend the way a DBA would: `SELECT @@pseudo_thread_id` through
+proxyd names the server thread, which `information_schema.processlist` lists under user
+app, and KILL ends it from the server side.
+
+SQLSTATE is part of the promise for transactions (40001: frameworks retry the whole
+transaction on it), and PyMySQL does not report it, so those tests use
+mysql-connector-python.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import mysql.connector
+import pymysql
+import pymysql.cursors
+import pytest
+
+from tests.support.mariadb import MariaDBServer
+from tests.support.processes import wait_until
+from tests.support.proxy import ProxydProcess
+
+ER_LOCK_DEADLOCK = 1213
+ER_UNKNOWN_ERROR = 1105
+
+
+def _connector(proxy: ProxydProcess) -> Any:
+    return mysql.connector.connect(
+        host=proxy.host,
+        port=proxy.port,
+        user="app",
+        password="apppw",
+        database="test",
+        autocommit=True,
+        use_pure=True,
+        connection_timeout=15,
+    )
+
+
+def _scalar(conn: Any, sql: str) -> Any:
+    cur = conn.cursor()
+    try:
+        cur.execute(sql)
+        rows = cur.fetchall()
+    finally:
+        cur.close()
+    return rows[0][0] if rows else None
+
+
+def _backend_of(conn: Any, mariadb: MariaDBServer) -> int:
+    """The server thread serving `conn` right now (it must be held: inside a transaction)."""
+    thread_id = int(_scalar(conn, "SELECT @@pseudo_thread_id"))
+    assert thread_id in mariadb.connection_ids("app"), "the backend is not one of app's threads"
+    return thread_id
+
+
+def _kill(mariadb: MariaDBServer, thread_id: int) -> None:
+    mariadb.execute(f"KILL CONNECTION {thread_id}")
+    assert wait_until(lambda: thread_id not in mariadb.connection_ids("app"), timeout=5)
+
+
+def _assert_lost_transaction(exc: BaseException) -> None:
+    assert isinstance(exc, mysql.connector.Error), repr(exc)
+    assert (exc.errno, exc.sqlstate) == (ER_LOCK_DEADLOCK, "40001"), repr(exc)
+    assert exc.msg.startswith("proxyd:") and "transaction" in exc.msg, exc.msg
+
+
+def _assert_session_goes_on(conn: Any, mariadb: MariaDBServer, table: str, uid: int) -> None:
+    """Out of the transaction, and a new one runs and commits."""
+    assert int(_scalar(conn, "SELECT @@in_transaction")) == 0
+    cur = conn.cursor()
+    cur.execute("START TRANSACTION")
+    cur.execute(f"INSERT INTO {table} (uid) VALUES ({uid})")
+    cur.execute("COMMIT")
+    cur.close()
+    assert mariadb.execute(f"SELECT uid FROM test.{table} ORDER BY uid") == [(uid,)], (
+        "only the transaction after the loss may have left rows"
+    )
+
+
+@pytest.fixture
+def table(mariadb: MariaDBServer, request: pytest.FixtureRequest) -> str:
+    name = f"lost_{request.node.name.split('[')[0][-40:]}"
+    mariadb.execute(f"DROP TABLE IF EXISTS test.{name}")
+    mariadb.execute(f"CREATE TABLE test.{name} (uid INT PRIMARY KEY) ENGINE=InnoDB")
+    return name
+
+
+@pytest.mark.parametrize("mode", ["transaction", "session"])
+def test_backend_lost_between_statements_of_a_transaction(
+    mode: str, mariadb: MariaDBServer, proxyd: Callable[..., ProxydProcess], table: str
+) -> None:
+    proxy = proxyd({"pool": {"mode": mode}})
+    conn = _connector(proxy)
+    cur = conn.cursor()
+    cur.execute("START TRANSACTION")
+    cur.execute(f"INSERT INTO {table} (uid) VALUES (1)")
+    _kill(mariadb, _backend_of(conn, mariadb))
+    with pytest.raises(mysql.connector.Error) as info:
+        cur.execute(f"INSERT INTO {table} (uid) VALUES (2)")
+    _assert_lost_transaction(info.value)
+    cur.close()
+    _assert_session_goes_on(conn, mariadb, table, 3)
+    conn.close()
+
+
+def test_backend_lost_while_a_statement_of_a_transaction_runs(
+    mariadb: MariaDBServer, proxyd: Callable[..., ProxydProcess], table: str
+) -> None:
+    proxy = proxyd()
+    conn = _connector(proxy)
+    cur = conn.cursor()
+    cur.execute("START TRANSACTION")
+    cur.execute(f"INSERT INTO {table} (uid) VALUES (1)")
+    thread_id = _backend_of(conn, mariadb)
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        started = time.monotonic()
+        try:
+            cur.execute("SELECT SLEEP(20)")
+            outcome["rows"] = cur.fetchall()
+        except Exception as exc:
+            outcome["error"] = exc
+        outcome["seconds"] = time.monotonic() - started
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    running = wait_until(
+        lambda: bool(
+            mariadb.execute(
+                "SELECT 1 FROM information_schema.processlist WHERE id = %s AND info LIKE %s",
+                (thread_id, "SELECT SLEEP%"),
+            )
+        ),
+        timeout=5,
+    )
+    _kill(mariadb, thread_id)
+    worker.join(15)
+    assert running and not worker.is_alive(), outcome
+    assert "error" in outcome, f"the statement did not fail: {outcome}"
+    _assert_lost_transaction(outcome["error"])
+    assert outcome["seconds"] < 5, outcome
+    cur.close()
+    _assert_session_goes_on(conn, mariadb, table, 3)
+    conn.close()
+
+
+def test_backend_lost_in_the_middle_of_a_result_set(
+    mariadb: MariaDBServer, proxyd: Callable[..., ProxydProcess]
+) -> None:
+    proxy = proxyd()
+    conn = proxy.connect(cursorclass=pymysql.cursors.SSCursor, read_timeout=15)
+    sql = "SELECT REPEAT('x', 1000) FROM seq_1_to_1000000"  # 1 GB: never all in flight
+    rows = 0
+    with pytest.raises(pymysql.err.OperationalError) as info, conn.cursor() as cur:
+        cur.execute(sql)
+        for _ in range(10):
+            assert cur.fetchone() == ("x" * 1000,)
+            rows += 1
+        found = mariadb.execute(
+            "SELECT id FROM information_schema.processlist WHERE user = 'app' AND info = %s",
+            (sql,),
+        )
+        assert len(found) == 1, found
+        _kill(mariadb, int(found[0][0]))
+        while cur.fetchone() is not None:
+            rows += 1
+    code, message = info.value.args
+    assert code == ER_UNKNOWN_ERROR, info.value.args
+    assert message.startswith("proxyd:") and "in the middle of the result" in message, message
+    assert 10 <= rows < 1_000_000
+    with conn.cursor() as cur:
+        cur.execute("SELECT 'still here'")
+        assert cur.fetchall() == [("still here",)]
+    conn.close()
