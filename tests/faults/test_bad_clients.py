@@ -9,6 +9,7 @@ tests/protocol/.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 import threading
@@ -21,6 +22,7 @@ from tests.faults.rawclient import (
     Closed,
     Err,
     connect,
+    frames,
     handshake_response,
     logged_in,
     packet,
@@ -28,6 +30,7 @@ from tests.faults.rawclient import (
     query,
     read_packet,
 )
+from tests.support.mariadb import MariaDBServer
 from tests.support.proxy import ProxydProcess
 from tests.support.workload import Reader, running, wait_for_progress
 
@@ -104,6 +107,10 @@ def command_before_login(sock: socket.socket, salt: bytes, seed: int) -> None:
     sock.sendall(packet(b"\x03SELECT 1", 0))
 
 
+def handshake_response_out_of_order(sock: socket.socket, salt: bytes, seed: int) -> None:
+    sock.sendall(packet(handshake_response(salt), 5))
+
+
 def silence(sock: socket.socket, salt: bytes, seed: int) -> None:
     pass
 
@@ -114,6 +121,7 @@ BAD_INPUTS: dict[str, Callable[[socket.socket, bytes, int], None]] = {
     "cut_short_handshake_response": cut_short_handshake_response,
     "oversized_length_header": oversized_length_header,
     "command_before_login": command_before_login,
+    "handshake_response_out_of_order": handshake_response_out_of_order,
     "silence": silence,
 }
 
@@ -122,6 +130,7 @@ BAD_INPUTS: dict[str, Callable[[socket.socket, bytes, int], None]] = {
 EXPECTED_CODES = {
     "truncated_handshake_response": ER_HANDSHAKE,  # proxyd: login timed out
     "silence": ER_HANDSHAKE,
+    "handshake_response_out_of_order": ER_NET_PACKETS_OUT_OF_ORDER,
 }
 
 
@@ -190,3 +199,37 @@ def test_unknown_command_after_login_gets_1047_and_the_connection_stays(
         assert err is not None and err.code == ER_UNKNOWN_COM, (seq, payload)
         assert seq == 1
         assert query(sock, b"SELECT 'still here'") == [b"\x0astill here"]
+
+
+def test_oversized_command_after_login_gets_the_packet_too_large_err(
+    proxy: ProxydProcess, bystander: Reader
+) -> None:
+    """100 MB in one COM_QUERY, more than the server's max_allowed_packet (16 MiB): the
+    client hears what the server would have said directly (1153)."""
+    with logged_in(proxy) as sock:
+        sock.settimeout(30)
+        # Closed before all of it arrived? The ERR must be waiting for us anyway.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(frames(b"\x03SELECT '" + b"x" * (100 * 1024 * 1024) + b"'"))
+        try:
+            _, answer = read_packet(sock)
+        except Closed:
+            pytest.fail("closed without an ERR packet")
+    err = parse_err(answer)
+    assert err is not None, answer[:40]
+    assert err.code == ER_NET_PACKET_TOO_LARGE and "max_allowed_packet" in err.message, err
+
+
+def test_command_longer_than_one_packet_goes_through(
+    mariadb_factory: Callable[..., MariaDBServer], proxyd: Callable[..., ProxydProcess]
+) -> None:
+    """Legal but big: a 20 MB statement comes in two packets (16 MiB each at most)."""
+    server = mariadb_factory(max_allowed_packet="64M")
+    proxy = proxyd(backend=server)
+    conn = proxy.connect(max_allowed_packet=64 * 1024 * 1024, read_timeout=30)
+    with conn.cursor() as cur:
+        cur.execute("SELECT LENGTH(%s)", ("x" * (20 * 1024 * 1024),))
+        assert cur.fetchall() == ((20 * 1024 * 1024,),)
+        cur.execute("SELECT 'still here'")
+        assert cur.fetchall() == (("still here",),)
+    conn.close()

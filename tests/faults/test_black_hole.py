@@ -131,6 +131,40 @@ def test_read_timeout_reruns_a_select_stuck_on_a_black_holed_backend(
     conn.close()
 
 
+def test_read_timeout_brings_back_a_select_from_a_black_hole_everywhere(
+    relay: TcpRelay, proxyd: Callable[..., ProxydProcess]
+) -> None:
+    """Every connection silent, new ones too: the re-runs cannot succeed, so the client
+    gets an ERR, within the configured timeouts added up, instead of hanging."""
+    retry_timeout, acquire_timeout = 4.0, 3.0
+    bound = READ_TIMEOUT + retry_timeout + acquire_timeout + SLACK
+    proxy = proxyd(
+        {
+            "backend": {
+                "read_timeout": f"{READ_TIMEOUT}s",
+                "ping_timeout": f"{PING_TIMEOUT}s",
+                "connect_timeout": "1s",
+            },
+            "pool": {"acquire_timeout": f"{acquire_timeout:g}s"},
+            "retry": {"timeout": f"{retry_timeout:g}s"},
+        },
+        backend=relay,
+    )
+    conn = proxy.connect(read_timeout=bound + 10)
+    assert _timed_query(conn, "SELECT 1")[0] == ((1,),)
+    relay.blackhole()
+    started = time.monotonic()
+    with pytest.raises(pymysql.err.OperationalError) as info, conn.cursor() as cur:
+        cur.execute("SELECT 'in the dark'")
+    seconds = time.monotonic() - started
+    code, message = info.value.args
+    assert code == 1105 and message.startswith("proxyd:"), info.value.args
+    assert seconds < bound, f"ERR after {seconds:.1f}s (bound {bound:g}s)"
+    relay.forward()
+    assert _timed_query(conn, "SELECT 'healed'")[0] == (("healed",),)
+    conn.close()
+
+
 def test_read_timeout_answers_a_write_stuck_on_a_black_hole_with_an_err(
     mariadb: MariaDBServer, relay: TcpRelay, proxyd: Callable[..., ProxydProcess]
 ) -> None:

@@ -6,6 +6,7 @@ never the other clients their service, never proxyd its memory.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -67,6 +68,50 @@ def test_max_client_connections_refuses_the_sixth_and_keeps_the_five(
     for i, conn in enumerate(five):
         _select(conn, 20 + i)
         conn.close()
+
+
+def _refusal_lines(log: str) -> list[str]:
+    """Log lines at WARNING or above that report the server's refusal."""
+    return [
+        line
+        for line in log.splitlines()
+        if re.search(r"\b(WARNING|ERROR)\b", line) and "Access denied" in line
+    ]
+
+
+def test_server_refusing_proxyds_login_is_a_quick_clear_err_logged_once_per_burst(
+    proxyd: Callable[..., ProxydProcess],
+) -> None:
+    acquire_timeout = 10.0
+    proxy = proxyd(
+        {
+            "users": [{"name": "app", "password": "apppw", "backend_password": "wrong"}],
+            "pool": {"acquire_timeout": f"{acquire_timeout:g}s"},
+        }
+    )
+    clients = [proxy.connect(read_timeout=30) for _ in range(3)]
+    slowest = 0.0
+    attempts = 0
+    for _ in range(2):  # bursts of statements, every client in each
+        for conn in clients:
+            started = time.monotonic()
+            with pytest.raises(pymysql.err.OperationalError) as info, conn.cursor() as cur:
+                cur.execute("SELECT 1")
+            slowest = max(slowest, time.monotonic() - started)
+            attempts += 1
+            code, message = info.value.args
+            assert code == ER_ACCESS_DENIED, info.value.args
+            assert message.startswith("proxyd:") and "Access denied" in message, message
+    # Answered from what proxyd already knows, not after the next attempt's backoff.
+    assert slowest < 1.0, f"a refusal took {slowest:.1f}s to reach the client"
+    # The client connections survive their errors.
+    for conn in clients:
+        conn.ping(reconnect=False)
+        conn.close()
+    lines = _refusal_lines(proxy.log_text())
+    assert 1 <= len(lines) <= 2, f"{len(lines)} log lines for {attempts} refusals:\n" + "\n".join(
+        lines[:10]
+    )
 
 
 def _rss_kib(pid: int) -> int:
