@@ -23,6 +23,7 @@ import asyncio
 import enum
 import itertools
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
@@ -128,6 +129,7 @@ _READ_ONLY_PREFIXES = (
     b"SET",
     b"USE",
 )
+_STRING_LITERAL = re.compile(rb"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.|\"\")*\"", re.S)
 _UNSAFE_READ_WORDS = (
     b"FOR UPDATE",
     b"LOCK IN SHARE MODE",
@@ -158,6 +160,7 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 
 _session_ids = itertools.count(1)
 MAX_BUFFERED_INPUT = 1 << 20
+RETRY_PAUSE = 0.05  # before the first re-run; doubles for each further one
 MAX_LOGIN_PACKET = 64 * 1024
 
 
@@ -174,12 +177,13 @@ def _is_retry_safe(payload: bytes) -> bool:
         return True
     if command != COMMAND.COM_QUERY:
         return False
-    sql = bytes(payload[1:200]).lstrip(b" \t\r\n(").upper()
+    # Words inside string literals ('into the dark') say nothing about the statement.
+    whole = _STRING_LITERAL.sub(b"''", bytes(payload[1:])).upper()
+    sql = whole.lstrip(b" \t\r\n(")
     if not sql.startswith(_READ_ONLY_PREFIXES):
         return False
     if sql.startswith(b"SET") and (b"@" in sql.split(b"=", 1)[0].replace(b"@@", b"")):
         return False  # user variables: retried state would pin anyway
-    whole = bytes(payload[1:]).upper()
     return not any(word in whole for word in _UNSAFE_READ_WORDS) and b";" not in whole.rstrip(
         b"; \n"
     )
@@ -220,6 +224,8 @@ class ClientSession(asyncio.Protocol):
         self._stmt: PreparedStatement | None = None
         self._last_backend: BackendConnection | None = None
         self._attempts = 0
+        self._retry_deadline = 0.0
+        self._verify_after = 0.0
         self._started = 0.0
         self._paused = False
 
@@ -484,6 +490,7 @@ class ClientSession(asyncio.Protocol):
             self._stmt = stmt
         self._command = payload
         self._attempts = 0
+        self._verify_after = 0.0
         backend = self.backend
         if backend is None and not self.daemon.paused:
             assert self.pool is not None
@@ -589,13 +596,17 @@ class ClientSession(asyncio.Protocol):
             self._forward(backend)
             return
 
+    async def _rerun(self, pause: float) -> None:
+        await asyncio.sleep(pause)
+        await self._acquire_and_forward()
+
     async def _ready_backend(self) -> BackendConnection | ErrPacket:
         """A backend held for us and brought to this client's session state."""
         assert self.pool is not None
         backend = self.backend
         if backend is None or backend.closed:
             self.backend = None
-            backend = await self.pool.acquire(self.profile)
+            backend = await self.pool.acquire(self.profile, verified_after=self._verify_after)
             if self.state is State.CLOSED:
                 self.pool.release(backend)
                 raise AcquireError("client went away")
@@ -917,15 +928,23 @@ class ClientSession(asyncio.Protocol):
             and _is_retry_safe(self._command)
         ):
             # retry.max_attempts counts tries in total, the first included.
+            retry = self.daemon.config.retry
+            now = time.monotonic()
+            if self._attempts == 0:
+                self._retry_deadline = now + retry.timeout
             self._attempts += 1
-            if self._attempts < self.daemon.config.retry.max_attempts:
+            if self._attempts < retry.max_attempts and now < self._retry_deadline:
                 self.daemon.stats.inc("retries")
                 self.daemon.stats.inc("errors_hidden")
                 log.info(
                     "session %s: backend lost (%s); re-running a read-only command", self.id, reason
                 )
+                # Whatever killed that connection (a KILL round, a restart) may have killed
+                # the idle ones too: re-run on one heard from since, after a short pause.
+                self._verify_after = now
+                pause = min(RETRY_PAUSE * 2 ** (self._attempts - 1), self._retry_deadline - now)
                 self._to(State.ACQUIRING)
-                self._task = asyncio.get_running_loop().create_task(self._acquire_and_forward())
+                self._task = asyncio.get_running_loop().create_task(self._rerun(pause))
                 return
         self.daemon.stats.inc("errors_passed_on")
         self.cs.lose_backend()

@@ -37,8 +37,8 @@ log = logging.getLogger("proxyd.pool")
 # Server answers to proxyd's login that waiting will not fix soon: passed on at once.
 SERVER_REFUSALS = frozenset((1040, 1045, 1129, 1203, 1226, 1227))
 MATCH_SCAN = 8  # idle connections looked at for one whose session already matches
-BACKOFF_BASE = 0.1
-BACKOFF_CAP = 5.0
+BACKOFF_BASE = 0.05
+BACKOFF_CAP = 1.0  # a server back from a restart is used within a second
 PING_AUTO_CAP = 30.0
 LIFETIME_AUTO_CAP = 3600.0
 DEFAULT_CHARSET = 45  # utf8mb4_general_ci
@@ -210,8 +210,15 @@ class Pool:
             return None
         return idle.pop(best)
 
-    async def acquire(self, profile: int, timeout: float | None = None) -> BackendConnection:
-        """A healthy connection of this profile; raise AcquireError after ``timeout``."""
+    async def acquire(
+        self, profile: int, timeout: float | None = None, verified_after: float = 0.0
+    ) -> BackendConnection:
+        """A healthy connection of this profile; raise AcquireError after ``timeout``.
+
+        A connection is pinged first when its health is uncertain: idle past its ping
+        interval, or (``verified_after``, for a re-run after a failure) not heard from
+        since that moment, when whatever killed one connection may have killed it too.
+        """
         if self.closed:
             raise AcquireError("proxyd: pool is shutting down")
         self.last_profile = profile
@@ -226,7 +233,7 @@ class Pool:
                 self.stats.observe_acquire_wait(0.0)
             if conn is None:
                 conn = await self._wait(profile, deadline)
-            if conn.idle_for >= self.ping_interval(conn):
+            if conn.idle_for >= self.ping_interval(conn) or conn.last_active < verified_after:
                 try:
                     await conn.ping(self.server.config.ping_timeout)
                     self.stats.inc("pings")
