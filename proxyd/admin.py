@@ -43,11 +43,10 @@ from proxyd.config import Config, redacted
 from proxyd.protocol import auth
 from proxyd.protocol.constants import CLIENT, COM_RESET_CONNECTION, COMMAND, SERVER_STATUS
 from proxyd.protocol.errors import ProtocolError
+from proxyd.protocol.login import Outcome, ServerLogin
 from proxyd.protocol.messages import (
     HandshakeV10,
     OkPacket,
-    build_auth_more_data,
-    build_auth_switch_request,
     build_err,
     build_handshake_v10,
     build_ok,
@@ -402,7 +401,7 @@ class AdminSession(asyncio.Protocol):
         self.authenticated = False
         self.closed = False
         self._reader = PacketReader()
-        self._scramble = auth.new_scramble()
+        self._auth = ServerLogin(self._password_for)
         self._auth_switched = False
         self._user = ""
         self._busy = False
@@ -420,7 +419,7 @@ class AdminSession(asyncio.Protocol):
         greeting = HandshakeV10(
             server_version=ADMIN_SERVER_VERSION,
             connection_id=0,
-            auth_plugin_data=self._scramble,
+            auth_plugin_data=self._auth.scramble,
             capability_flags=ADMIN_CAPABILITIES,
             character_set=33,  # utf8_general_ci
             status_flags=STATUS,
@@ -468,50 +467,50 @@ class AdminSession(asyncio.Protocol):
 
     def _authenticate(self, seq: int, payload: bytes) -> None:
         if self._auth_switched:
-            self._check_password(auth.NATIVE_PASSWORD, payload, seq)
+            self._authenticated(self._auth.switched(payload, seq))
             return
         if is_ssl_request(payload):
             self._refuse(ER_HANDSHAKE, "proxyd: TLS is not enabled on the admin listener", seq + 1)
             return
         response = parse_handshake_response(payload)
         self.capabilities = response.capability_flags & ADMIN_CAPABILITIES
-        self._user = response.username.decode("utf-8", "replace")
-        plugin = response.auth_plugin_name or auth.NATIVE_PASSWORD
-        if plugin in (auth.NATIVE_PASSWORD, auth.CACHING_SHA2_PASSWORD):
-            self._check_password(plugin, response.auth_response, seq)
-        else:
-            # A plugin we cannot check: ask for one we can, with a fresh scramble.
-            self._auth_switched = True
-            self._scramble = auth.new_scramble()
-            self._write(build_auth_switch_request(auth.NATIVE_PASSWORD, self._scramble), seq + 1)
+        self._authenticated(
+            self._auth.begin(
+                response.username, response.auth_plugin_name, response.auth_response, seq
+            )
+        )
 
-    def _check_password(self, plugin: bytes, response: bytes, seq: int) -> None:
+    def _password_for(self, user: bytes) -> bytes | None:
         admin = self.daemon.config.admin
-        password = admin.password.encode() if admin is not None else b"\x00invalid"
-        if plugin == auth.CACHING_SHA2_PASSWORD:
-            ok = auth.check_caching_sha2(response, self._scramble, password)
-        else:
-            ok = auth.check_native(response, self._scramble, password)
-        if not ok or admin is None or self._user != admin.user:
+        if admin is None or user.decode("utf-8", "replace") != admin.user:
+            return None
+        return admin.password.encode()
+
+    def _authenticated(self, outcome: Outcome) -> None:
+        login = self._auth
+        for payload, seq in login.take_output():
+            self._write(payload, seq)
+        self._auth_switched = outcome is Outcome.SWITCHING
+        if outcome is Outcome.SWITCHING:
+            return
+        self._user = login.user.decode("utf-8", "replace")
+        if outcome is Outcome.DENIED:
             self.daemon.stats.inc("auth_failures")
             log.warning("admin %s: access denied for user %r", self.peer, self._user)
             host = self.peer.rsplit(":", 1)[0]
             self._refuse(
                 ER_ACCESS_DENIED,
                 f"Access denied for user '{self._user}'@'{host}' "
-                f"(using password: {'YES' if response else 'NO'})",
-                seq + 1,
+                f"(using password: {'YES' if login.used_password else 'NO'})",
+                login.next_seq,
                 sql_state=b"28000",
             )
             return
-        if plugin == auth.CACHING_SHA2_PASSWORD:
-            seq += 1
-            self._write(build_auth_more_data(auth.SHA2_FAST_AUTH_OK), seq)
         self.authenticated = True
         if self._login_timer is not None:
             self._login_timer.cancel()
             self._login_timer = None
-        self._write(self._ok(), seq + 1)
+        self._write(self._ok(), login.next_seq)
         log.debug("admin %s: logged in as %s", self.peer, self._user)
 
     def _login_timed_out(self) -> None:

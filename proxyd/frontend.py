@@ -39,12 +39,11 @@ from proxyd.protocol.constants import (
     SERVER_STATUS,
 )
 from proxyd.protocol.errors import PacketTooLarge, ProtocolError
+from proxyd.protocol.login import Outcome, ServerLogin
 from proxyd.protocol.messages import (
     ErrPacket,
     HandshakeV10,
     OkPacket,
-    build_auth_more_data,
-    build_auth_switch_request,
     build_eof,
     build_err,
     build_handshake_v10,
@@ -209,10 +208,8 @@ class ClientSession(asyncio.Protocol):
         self.lost_transaction = False
         # Before login a peer gets to send a handshake response, nothing big.
         self._reader = PacketReader(max_payload=MAX_LOGIN_PACKET)
-        self._scramble = auth.new_scramble()
-        self._auth_stage = 0
-        self._handshake_user = b""
-        self._handshake_plugin = auth.NATIVE_PASSWORD
+        self._auth = ServerLogin(self._password_for)
+        self._auth_stage = False  # waiting for the answer to an AuthSwitchRequest
         self._pending_db: bytes | None = None
         self._pending_charset = 45
         self._change_user = False
@@ -273,7 +270,7 @@ class ClientSession(asyncio.Protocol):
         greeting = HandshakeV10(
             server_version=daemon.server_version(),
             connection_id=self.id,
-            auth_plugin_data=self._scramble,
+            auth_plugin_data=self._auth.scramble,
             capability_flags=SERVER_CAPABILITIES,
             character_set=daemon.server_charset(),
             status_flags=SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT,
@@ -336,64 +333,59 @@ class ClientSession(asyncio.Protocol):
         if packet is None:
             return
         seq, payload = packet
-        if self._auth_stage == 0:
-            if seq != 1:
-                raise ProtocolError(f"handshake response with sequence id {seq} (expected 1)")
-            if is_ssl_request(payload):
-                self._refuse(ER_HANDSHAKE, "proxyd: TLS is not enabled on this listener", seq + 1)
-                return
-            response = parse_handshake_response(payload)
-            self.capabilities = response.capability_flags & SERVER_CAPABILITIES
-            self._pending_charset = response.character_set or self.daemon.server_charset()
-            self._pending_db = response.database
-            self._login(response.username, response.auth_plugin_name, response.auth_response, seq)
-        else:
-            self._check_password(auth.NATIVE_PASSWORD, payload, seq)
+        if self._auth_stage:
+            self._authenticated(self._auth.switched(payload, seq))
+            return
+        if seq != 1:
+            raise ProtocolError(f"handshake response with sequence id {seq} (expected 1)")
+        if is_ssl_request(payload):
+            self._refuse(ER_HANDSHAKE, "proxyd: TLS is not enabled on this listener", seq + 1)
+            return
+        response = parse_handshake_response(payload)
+        self.capabilities = response.capability_flags & SERVER_CAPABILITIES
+        self._pending_charset = response.character_set or self.daemon.server_charset()
+        self._pending_db = response.database
+        self._authenticated(
+            self._auth.begin(
+                response.username, response.auth_plugin_name, response.auth_response, seq
+            )
+        )
 
-    def _login(self, user: bytes, plugin: bytes | None, response: bytes, seq: int) -> None:
-        self._handshake_user = user
-        plugin = plugin or auth.NATIVE_PASSWORD
-        if plugin in (auth.NATIVE_PASSWORD, auth.CACHING_SHA2_PASSWORD):
-            self._check_password(plugin, response, seq)
-        else:
-            # A plugin we cannot check: ask for one we can, with a fresh scramble.
-            self._auth_stage = 1
-            self._scramble = auth.new_scramble()
-            self._write(build_auth_switch_request(auth.NATIVE_PASSWORD, self._scramble), seq + 1)
+    def _password_for(self, user: bytes) -> bytes | None:
+        account = self.daemon.config.users.get(user.decode("utf-8", "replace"))
+        return None if account is None else account.password.encode()
 
-    def _check_password(self, plugin: bytes, response: bytes, seq: int) -> None:
-        name = self._handshake_user.decode("utf-8", "replace")
-        user = self.daemon.config.users.get(name)
-        password = user.password.encode() if user is not None else b"\x00invalid"
-        if plugin == auth.CACHING_SHA2_PASSWORD:
-            ok = auth.check_caching_sha2(response, self._scramble, password)
-        else:
-            ok = auth.check_native(response, self._scramble, password)
-        if not ok or user is None:
+    def _authenticated(self, outcome: Outcome) -> None:
+        """Act on the password check of a login or a COM_CHANGE_USER."""
+        login = self._auth
+        for payload, seq in login.take_output():
+            self._write(payload, seq)
+        self._auth_stage = outcome is Outcome.SWITCHING
+        if outcome is Outcome.SWITCHING:
+            return
+        name = login.user.decode("utf-8", "replace")
+        if outcome is Outcome.DENIED:
             self.daemon.stats.inc("auth_failures")
             log.warning("client %s: access denied for user %r", self.peer, name)
             host = self.peer.rsplit(":", 1)[0]
             self._refuse(
                 ER_ACCESS_DENIED,
                 f"Access denied for user '{name}'@'{host}' "
-                f"(using password: {'YES' if response else 'NO'})",
-                seq + 1,
+                f"(using password: {'YES' if login.used_password else 'NO'})",
+                login.next_seq,
                 sql_state=b"28000",
             )
             return
-        limit = user.max_connections
+        limit = self.daemon.config.users[name].max_connections
         if limit and sum(1 for s in self.daemon.sessions if s.user == name) >= limit:
             self._refuse(
                 ER_TOO_MANY_USER_CONNECTIONS,
                 f"User '{name}' has exceeded the 'max_connections' resource "
                 f"(current value: {limit})",
-                seq + 1,
+                login.next_seq,
                 sql_state=b"42000",
             )
             return
-        if plugin == auth.CACHING_SHA2_PASSWORD:
-            seq += 1
-            self._write(build_auth_more_data(auth.SHA2_FAST_AUTH_OK), seq)
         if self._change_user:
             self._release_backend(reset=True)
         self.user = name
@@ -402,16 +394,15 @@ class ClientSession(asyncio.Protocol):
         self.cs = ClientState(self.capabilities, self._pending_charset, self._pending_db)
         self._reader.max_payload = self.daemon.server.max_allowed_packet
         self.lost_transaction = False
-        self._auth_stage = 0
         if self._login_timer is not None:
             self._login_timer.cancel()
             self._login_timer = None
         if self._change_user:
             self._change_user = False
-            self._finish_local(self._ok(), seq + 1)
+            self._finish_local(self._ok(), login.next_seq)
         else:
             self._to(State.IDLE)
-            self._write(self._ok(), seq + 1)
+            self._write(self._ok(), login.next_seq)
         log.debug("client %s: session %s logged in as %s", self.peer, self.id, name)
 
     def _login_timed_out(self) -> None:
@@ -429,7 +420,7 @@ class ClientSession(asyncio.Protocol):
                 break
             seq, payload = packet
             if self._auth_stage:
-                self._check_password(auth.NATIVE_PASSWORD, payload, seq)
+                self._authenticated(self._auth.switched(payload, seq))
                 continue
             if self.state is State.INFILE:
                 self._relay_infile(seq, payload)
@@ -851,7 +842,7 @@ class ClientSession(asyncio.Protocol):
         self.cs.reset()
         self._change_user = True
         self._to(State.ACQUIRING)
-        self._login(user, plugin, response, 0)
+        self._authenticated(self._auth.begin(user, plugin, response, 0))
 
     def _kill(self, query_only: bool, target_id: int) -> bytes | None:
         """KILL [QUERY] <id>, where the id is one proxyd showed a client (its session id).
