@@ -25,8 +25,8 @@ import itertools
 import logging
 import re
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from proxyd.backend import PROFILE_CAPABILITIES, BackendConnection, BackendError
 from proxyd.pool import AcquireError
@@ -524,9 +524,20 @@ class ClientSession(asyncio.Protocol):
             )
         return stmt
 
-    def _start(self, coro: object) -> None:
+    def _start(self, coro: Coroutine[Any, Any, None]) -> None:
         self._to(State.ACQUIRING)
-        self._task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self._spawn(coro)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        self._task = task = asyncio.get_running_loop().create_task(coro)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """A bug in the slow path must cost this client an ERR, never a hang."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("session %s: internal error", self.id, exc_info=task.exception())
+        self._refuse(ER_UNKNOWN_ERROR, "proxyd: internal error; see proxyd's log", seq=1)
 
     def _in_sync(self, backend: BackendConnection) -> bool:
         cs = self.cs
@@ -935,7 +946,7 @@ class ClientSession(asyncio.Protocol):
                 self._verify_after = now
                 pause = min(RETRY_PAUSE * 2 ** (self._attempts - 1), self._retry_deadline - now)
                 self._to(State.ACQUIRING)
-                self._task = asyncio.get_running_loop().create_task(self._rerun(pause))
+                self._spawn(self._rerun(pause))
                 return
         self.daemon.stats.inc("errors_passed_on")
         self.cs.lose_backend()
