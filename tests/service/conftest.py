@@ -103,7 +103,7 @@ class Service:
 def mariadb_cli() -> str:
     found = shutil.which("mariadb") or shutil.which("mysql")
     if found is None:
-        pytest.skip("no mariadb/mysql command-line client; run scripts/setup")
+        pytest.fail("no mariadb/mysql command-line client; run scripts/setup")
     return found
 
 

@@ -37,7 +37,7 @@ def sample(text: str, name: str, labels: str = "") -> float:
 def test_metrics_pass_promtool_check(service: Callable[..., Service]) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.skip("promtool not installed; run scripts/setup (Debian package prometheus)")
+        pytest.fail("promtool not installed; run scripts/setup (Debian package prometheus)")
     svc = service()
     with svc.proc.connect() as client, client.cursor() as cur:
         for _ in range(3):

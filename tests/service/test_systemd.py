@@ -19,7 +19,7 @@ INSTALLED_COMMAND = "/usr/bin/proxyd"
 def systemd_tool(name: str) -> str:
     found = shutil.which(name)
     if found is None:
-        pytest.skip(f"{name} not installed; run scripts/setup (Debian package systemd)")
+        pytest.fail(f"{name} not installed; run scripts/setup (Debian package systemd)")
     return found
 
 
