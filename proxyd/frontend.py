@@ -916,9 +916,6 @@ class ClientSession(asyncio.Protocol):
         else:
             self.daemon.stats.inc("errors_hidden")
 
-    def backend_ready(self, backend: BackendConnection) -> None:
-        """A background ping finished; the slow path polls, nothing to do here."""
-
     def _command_failed(self, tracker: ResponseTracker, reason: str) -> None:
         """The backend died with our command in flight."""
         nothing_sent = not tracker.in_result_rows and tracker.last_seq < 0

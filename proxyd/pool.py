@@ -146,7 +146,6 @@ class Pool:
         self.closed = False
         self._janitor: asyncio.Task[None] | None = None
         self._pinging: set[BackendConnection] = set()
-        self.on_backend_lost: Callable[[BackendConnection, str], None] | None = None
         # Connections opened before this moment (monotonic) are closed instead of reused
         # when they come back: the daemon sets it for RECONNECT and for a new backend
         # address or credentials, and closes the idle ones itself.
@@ -444,19 +443,22 @@ class Pool:
 
         async def ping() -> None:
             try:
+                if conn.closed:
+                    return
+                if conn.busy:
+                    # Only a held connection can be busy here: its session sent a command
+                    # since the janitor looked, which proves it alive just as well.
+                    return
                 await conn.ping(self.server.config.ping_timeout)
                 self.stats.inc("pings")
-            except (BackendError, asyncio.TimeoutError, RuntimeError):
+            except (BackendError, asyncio.TimeoutError):
                 self.stats.inc("pings_failed")
                 self._retire(conn, "ping_failed")
                 return
             finally:
                 self._pinging.discard(conn)
-            if back_to_idle:
-                if conn.holder is None:
-                    self._hand_over(conn)
-            elif conn.holder is not None:
-                conn.holder.backend_ready(conn)
+            if back_to_idle and conn.holder is None:
+                self._hand_over(conn)
 
         asyncio.get_running_loop().create_task(ping())
 

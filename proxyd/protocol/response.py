@@ -89,7 +89,6 @@ class ResponseTracker:
         "_columns",
         "_continued",
         "_deprecate_eof",
-        "_hold_start",
         "_need",
         "_pend",
         "_skip",
@@ -132,7 +131,6 @@ class ResponseTracker:
         self.last_seq = -1
         self.out: list[bytes | memoryview] = []
         self._pend = bytearray()
-        self._hold_start = -1
         self._need = 4
         self._skip = 0
         self._columns = 0
