@@ -126,6 +126,20 @@ class SQLAlchemyClient(Client):
         self.engine.dispose()
 
 
+def connector(host: str, port: int, **kw: Any) -> Any:
+    """A raw mysql-connector-python connection as app/apppw on `test` (pure Python)."""
+    params: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "user": "app",
+        "password": "apppw",
+        "database": "test",
+        "use_pure": True,
+    }
+    params.update(kw)
+    return mysql.connector.connect(**params)
+
+
 DRIVERS: dict[str, Callable[..., Client]] = {
     "pymysql": PyMySQLClient,
     "mysqlclient": MySQLdbClient,

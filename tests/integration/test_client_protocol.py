@@ -12,34 +12,20 @@ import mysql.connector
 import pymysql
 import pytest
 
+from tests.integration.drivers import connector
 from tests.support.mariadb import MariaDBServer
 from tests.support.proxy import ProxydProcess
 
 
 def test_caching_sha2_password_fast_path_login(proxyd: Callable[..., ProxydProcess]) -> None:
     proxy = proxyd()
-    conn = mysql.connector.connect(
-        host=proxy.host,
-        port=proxy.port,
-        user="app",
-        password="apppw",
-        database="test",
-        auth_plugin="caching_sha2_password",
-        use_pure=True,
-    )
+    conn = connector(proxy.host, proxy.port, auth_plugin="caching_sha2_password")
     cur = conn.cursor()
     cur.execute("SELECT CURRENT_USER()")
     assert cur.fetchone()[0].startswith("app@")  # type: ignore[index]
     conn.close()
     with pytest.raises(mysql.connector.errors.ProgrammingError) as info:
-        mysql.connector.connect(
-            host=proxy.host,
-            port=proxy.port,
-            user="app",
-            password="nope",
-            auth_plugin="caching_sha2_password",
-            use_pure=True,
-        )
+        connector(proxy.host, proxy.port, password="nope", auth_plugin="caching_sha2_password")
     assert info.value.errno == 1045
 
 

@@ -21,6 +21,7 @@ import mysql.connector
 import pymysql
 import pytest
 
+from tests.integration.drivers import connector
 from tests.support.mariadb import MariaDBServer
 from tests.support.proxy import ProxydProcess
 
@@ -182,14 +183,7 @@ def test_unmovable_state_pins_until_released(
 
 
 def test_reset_connection_clears_state_and_lifts_pins(one_backend: ProxydProcess) -> None:
-    conn = mysql.connector.connect(
-        host=one_backend.host,
-        port=one_backend.port,
-        user="app",
-        password="apppw",
-        database="test",
-        use_pure=True,
-    )
+    conn = connector(one_backend.host, one_backend.port)
     cur = conn.cursor()
     cur.execute("SET @keep = 1")
     cur.execute("SET time_zone = '+03:00'")
@@ -205,14 +199,7 @@ def test_reset_connection_clears_state_and_lifts_pins(one_backend: ProxydProcess
 def test_change_user_clears_state_like_the_server(
     one_backend: ProxydProcess,
 ) -> None:
-    conn = mysql.connector.connect(
-        host=one_backend.host,
-        port=one_backend.port,
-        user="app",
-        password="apppw",
-        database="test",
-        use_pure=True,
-    )
+    conn = connector(one_backend.host, one_backend.port)
     cur = conn.cursor()
     cur.execute("SET @keep = 1")
     cur.execute("CREATE TEMPORARY TABLE cu_tmp (x INT)")
@@ -308,15 +295,7 @@ def test_binary_prepared_statements_from_ten_clients_on_three_backends(
 
     def client(i: int) -> None:
         try:
-            conn = mysql.connector.connect(
-                host=proxy.host,
-                port=proxy.port,
-                user="app",
-                password="apppw",
-                database="test",
-                use_pure=True,
-                autocommit=True,
-            )
+            conn = connector(proxy.host, proxy.port, autocommit=True)
             cur = conn.cursor(prepared=True)
             for j in range(20):
                 key = i * 1000 + j
