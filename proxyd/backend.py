@@ -172,6 +172,7 @@ class BackendConnection(asyncio.Protocol):
         self._done: Callable[[ResponseTracker], None] | None = None
         self._internal: asyncio.Future[list[bytes]] | None = None
         self._internal_packets: PacketReader | None = None
+        self._internal_tracker: ResponseTracker | None = None
         self.read_timeout: float | None = None  # for forwarded statements; None: no limit
         self.command_timeout = 30.0  # for proxyd's own commands (backend.ping_timeout)
         self.max_allowed_packet = 0
@@ -220,7 +221,7 @@ class BackendConnection(asyncio.Protocol):
             return
         if self._internal is not None and self._internal_packets is not None:
             self._internal_packets.feed(data)
-            self._drain_internal()
+            self._internal_answer(data)
             return
         if self._reader is not None:
             self._reader.feed(data)
@@ -448,7 +449,6 @@ class BackendConnection(asyncio.Protocol):
         self._internal = fut = loop.create_future()
         self._internal_packets = PacketReader()
         self._internal_tracker = tracker
-        self._internal_collected: list[bytes] = []
         self._send(build_command(command, argument), 0)
         try:
             packets = await asyncio.wait_for(fut, self.command_timeout)
@@ -459,30 +459,31 @@ class BackendConnection(asyncio.Protocol):
         finally:
             self._internal = None
             self._internal_packets = None
+            self._internal_tracker = None
         self.last_active = time.monotonic()
         self.status_flags = tracker.status_flags or self.status_flags
         self._learn(tracker.state_changes)
         return packets
 
-    def _drain_internal(self) -> None:
-        assert self._internal_packets is not None and self._internal is not None
+    def _internal_answer(self, data: bytes) -> None:
+        """The tracker finds where the answer ends; then its packets are decoded once."""
         tracker = self._internal_tracker
         reader = self._internal_packets
+        fut = self._internal
+        assert tracker is not None and reader is not None and fut is not None
         try:
-            while True:
-                packet = reader.next_packet()
-                if packet is None:
-                    return
-                seq, payload = packet
-                self._internal_collected.append(payload)
-                tracker.feed(encode_packet(payload, seq))
-                tracker.take_output()
-                if tracker.done:
-                    if not self._internal.done():
-                        self._internal.set_result(self._internal_collected)
-                    return
+            tracker.feed(data)
+            tracker.take_output()
+            if not tracker.done:
+                return
+            packets = []
+            while (packet := reader.next_packet()) is not None:
+                packets.append(packet[1])
         except ProtocolError as exc:
             self._fail(f"protocol error from server: {exc}")
+            return
+        if not fut.done():
+            fut.set_result(packets)
 
     async def query(self, sql: bytes) -> OkPacket | list[tuple[bytes | None, ...]]:
         packets = await self.command(COMMAND.COM_QUERY, sql)

@@ -179,9 +179,6 @@ class ClientState:
     def lose_backend(self) -> str:
         """The backend holding our unmovable state died; that state is gone with it."""
         lost = self.pin_reasons()
-        for key in list(self.pins):
-            if key not in _PER_STATEMENT_PINS:
-                del self.pins[key]
         self.pins.clear()
         self.temp_tables.clear()
         self.sql_prepared.clear()
