@@ -689,13 +689,16 @@ class BackendConnection(asyncio.Protocol):
                 if holder is not None:
                     holder.goodbye()
 
-    def abandon_forward(self) -> ResponseTracker | None:
-        """Detach the in-flight command (its client went away); the connection is closed."""
-        tracker = self._tracker
-        self._tracker = None
+    @property
+    def forwarding(self) -> bool:
+        """A client's command is in flight (not one of proxyd's own)."""
+        return self._tracker is not None
+
+    def drain(self, done: Callable[[ResponseTracker], None]) -> None:
+        """The client went away mid-answer: read the rest of it, send it nowhere, then
+        call ``done``. The connection stays open (and counted) until then."""
         self._sink = None
-        self._done = None
-        return tracker
+        self._done = done
 
     @property
     def in_transaction(self) -> bool:

@@ -129,6 +129,29 @@ _READ_ONLY_PREFIXES = (
     b"USE",
 )
 _STRING_LITERAL = re.compile(rb"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.|\"\")*\"", re.S)
+# Statements that never commit: a transaction lost while one of them ran was rolled back.
+# Anything else (COMMIT, DDL, SET autocommit, BEGIN, CALL...) may have committed it.
+_NEVER_COMMITS = (
+    b"SELECT",
+    b"INSERT",
+    b"UPDATE",
+    b"DELETE",
+    b"REPLACE",
+    b"SAVEPOINT",
+    b"RELEASE SAVEPOINT",
+    b"ROLLBACK",
+    b"SHOW",
+    b"DESCRIBE",
+    b"DESC",
+    b"EXPLAIN",
+    b"WITH",
+    b"VALUES",
+    b"DO ",
+)
+_TRANSACTION_START = re.compile(
+    rb"\s*(?:BEGIN(?:\s+WORK)?|START\s+TRANSACTION(?:\s+[A-Z ,]*)?)\s*;?\s*$"
+)
+_PLAIN_ROLLBACK = re.compile(rb"\s*ROLLBACK(?:\s+WORK)?\s*;?\s*$")
 _UNSAFE_READ_WORDS = (
     b"FOR UPDATE",
     b"LOCK IN SHARE MODE",
@@ -163,8 +186,33 @@ RETRY_PAUSE = 0.05  # before the first re-run; doubles for each further one
 MAX_LOGIN_PACKET = 64 * 1024
 
 
-def _is_retry_safe(payload: bytes) -> bool:
-    """A command that changes no data if it ran, so it may run again elsewhere."""
+def _words(sql: bytes) -> bytes:
+    """The statement in upper case with string literals emptied: words inside literals
+    ('into the dark') say nothing about the statement."""
+    return _STRING_LITERAL.sub(b"''", bytes(sql)).upper()
+
+
+def _one_statement(words: bytes) -> bool:
+    return b";" not in words.rstrip(b"; \t\r\n")
+
+
+def _is_read_only(sql: bytes) -> bool:
+    """A statement that changes no data, so it may run again on another connection."""
+    whole = _words(sql)
+    text = whole.lstrip(b" \t\r\n(")
+    if not text.startswith(_READ_ONLY_PREFIXES):
+        return False
+    if text.startswith(b"SET") and (b"@" in text.split(b"=", 1)[0].replace(b"@@", b"")):
+        return False  # user variables: retried state would pin anyway
+    return not any(word in whole for word in _UNSAFE_READ_WORDS) and _one_statement(whole)
+
+
+def _is_retry_safe(payload: bytes, stmt: PreparedStatement | None) -> bool:
+    """A command that changes no data if it ran, so it may run again elsewhere.
+
+    Only asked of a session outside a transaction: there BEGIN changes nothing either
+    (inside one it would commit the transaction first).
+    """
     command = payload[0]
     if command in (
         COMMAND.COM_PING,
@@ -174,18 +222,37 @@ def _is_retry_safe(payload: bytes) -> bool:
         COMMAND.COM_STATISTICS,
     ):
         return True
-    if command != COMMAND.COM_QUERY:
-        return False
-    # Words inside string literals ('into the dark') say nothing about the statement.
-    whole = _STRING_LITERAL.sub(b"''", bytes(payload[1:])).upper()
-    sql = whole.lstrip(b" \t\r\n(")
-    if not sql.startswith(_READ_ONLY_PREFIXES):
-        return False
-    if sql.startswith(b"SET") and (b"@" in sql.split(b"=", 1)[0].replace(b"@@", b"")):
-        return False  # user variables: retried state would pin anyway
-    return not any(word in whole for word in _UNSAFE_READ_WORDS) and b";" not in whole.rstrip(
-        b"; \n"
-    )
+    if command == COMMAND.COM_QUERY:
+        return _is_read_only(payload[1:]) or bool(_TRANSACTION_START.match(_words(payload[1:])))
+    if command == COMMAND.COM_STMT_EXECUTE and stmt is not None:
+        # The text is proxyd's from the prepare; the re-run prepares it again if needed.
+        return _is_read_only(stmt.sql)
+    return False
+
+
+def _cannot_commit(payload: bytes, stmt: PreparedStatement | None) -> bool:
+    """A command that cannot end a transaction with a commit (explicit or implicit), so a
+    transaction lost while it ran was certainly rolled back."""
+    command = payload[0]
+    if command == COMMAND.COM_QUERY:
+        sql = payload[1:]
+    elif command == COMMAND.COM_STMT_EXECUTE and stmt is not None:
+        sql = stmt.sql
+    else:
+        return command in (
+            COMMAND.COM_PING,
+            COMMAND.COM_INIT_DB,
+            COMMAND.COM_STMT_PREPARE,
+            COMMAND.COM_STMT_FETCH,
+            COMMAND.COM_FIELD_LIST,
+            COMMAND.COM_STATISTICS,
+        )
+    whole = _words(sql)
+    return whole.lstrip(b" \t\r\n(").startswith(_NEVER_COMMITS) and _one_statement(whole)
+
+
+def _is_plain_rollback(payload: bytes) -> bool:
+    return payload[0] == COMMAND.COM_QUERY and bool(_PLAIN_ROLLBACK.match(_words(payload[1:])))
 
 
 class ClientSession(asyncio.Protocol):
@@ -205,7 +272,9 @@ class ClientSession(asyncio.Protocol):
         self.connected_at = time.monotonic()
         self.last_active = self.connected_at
         self.cs = ClientState(0, 45, None)  # replaced at login
-        self.lost_transaction = False
+        # The answer owed to the next command after state held on a server connection
+        # (a transaction, locks, variables...) was lost with it; see _gate().
+        self._loss: bytes | None = None
         # Before login a peer gets to send a handshake response, nothing big.
         self._reader = PacketReader(max_payload=MAX_LOGIN_PACKET)
         self._auth = ServerLogin(self._password_for)
@@ -393,7 +462,7 @@ class ClientSession(asyncio.Protocol):
         self.profile = self.capabilities & PROFILE_CAPABILITIES
         self.cs = ClientState(self.capabilities, self._pending_charset, self._pending_db)
         self._reader.max_payload = self.daemon.server.max_allowed_packet
-        self.lost_transaction = False
+        self._loss = None
         if self._login_timer is not None:
             self._login_timer.cancel()
             self._login_timer = None
@@ -482,6 +551,8 @@ class ClientSession(asyncio.Protocol):
         self._command = payload
         self._attempts = 0
         self._verify_after = 0.0
+        if self._gate():
+            return
         backend = self.backend
         if backend is None and not self.daemon.paused:
             assert self.pool is not None
@@ -556,18 +627,63 @@ class ClientSession(asyncio.Protocol):
         self.backend = backend
         backend.holder = self
 
+    def _gate(self) -> bool:
+        """The one check before a command may go to a server connection.
+
+        A session in a transaction or holding state on its server connection goes on
+        there or nowhere: once that connection is lost, whichever came first (its close,
+        the close's callback, this command), the next command gets the loss answer
+        (1213 for a transaction) instead of running on another connection outside the
+        transaction. Returns True when the command was answered here.
+        """
+        backend = self.backend
+        if backend is not None and backend.closed:
+            self.backend_lost(backend, backend.close_reason or "closed")
+        elif backend is None and self.cs.bound:
+            self._note_lost("no server connection")
+        loss = self._loss
+        if loss is None:
+            return False
+        self._loss = None
+        self.daemon.stats.inc("errors_passed_on")
+        if loss is _LOST_TRANSACTION and _is_plain_rollback(self._command):
+            # What the client asks for has happened: the server rolled it back.
+            loss = self._ok()
+        if self.state is State.IDLE:
+            self._write(loss, 1)  # from _dispatch: nothing started
+        else:
+            self._finish_local(loss)
+        return True
+
+    def _note_lost(self, reason: str) -> None:
+        """The server connection holding this idle session's state is gone."""
+        cs = self.cs
+        in_transaction = cs.in_transaction
+        lost = cs.lose_backend()
+        if in_transaction:
+            self._loss = _LOST_TRANSACTION
+            log.warning("session %s: backend lost inside a transaction (%s)", self.id, reason)
+        elif lost:
+            self._loss = _lost_state_err(lost)
+            log.warning(
+                "session %s: backend holding %s lost (%s); that state is gone",
+                self.id,
+                lost,
+                reason,
+            )
+        else:
+            self.daemon.stats.inc("errors_hidden")
+
     async def _acquire_and_forward(self) -> None:
         """Slow path: get a backend, bring it to our state, then forward."""
-        if self.lost_transaction:
-            self.lost_transaction = False
-            self._finish_local(_lost_transaction_err())
-            return
         if self.daemon.paused and self.backend is None:
             # PAUSE (admin console): new work waits; a client holding a backend (in a
             # transaction, pinned) goes on, so that what is in flight can finish.
             await self.daemon.wait_unpaused()
         deadline = time.monotonic() + self.daemon.config.retry.timeout
         while True:
+            if self._gate():
+                return
             try:
                 backend = await self._ready_backend()
             except AcquireError as exc:
@@ -581,9 +697,12 @@ class ClientSession(asyncio.Protocol):
                 return
             except BackendError as exc:
                 # The backend died while we prepared it: nothing of the command was sent.
+                # A session outside a transaction and holding no state moves on silently.
+                self._drop_backend()
+                if self._gate():
+                    return
                 log.info("session %s: backend lost before forwarding (%s); retrying", self.id, exc)
                 self.daemon.stats.inc("errors_hidden")
-                self._drop_backend()
                 if time.monotonic() < deadline:
                     continue
                 self._finish_local(build_err(ER_UNKNOWN_ERROR, f"proxyd: {exc}"))
@@ -594,6 +713,8 @@ class ClientSession(asyncio.Protocol):
                 )
                 return
             if self.state is State.CLOSED:
+                return
+            if self._gate():
                 return
             self._forward(backend)
             return
@@ -607,7 +728,9 @@ class ClientSession(asyncio.Protocol):
         assert self.pool is not None
         backend = self.backend
         if backend is None or backend.closed:
-            self.backend = None
+            if self.cs.bound:
+                # Never reached past _gate(); kept so that no path can move such a session.
+                raise BackendError("the session's server connection is gone")
             backend = await self.pool.acquire(self.profile, verified_after=self._verify_after)
             if self.state is State.CLOSED:
                 self.pool.release(backend)
@@ -688,7 +811,6 @@ class ClientSession(asyncio.Protocol):
                 out.append(
                     encode_packet(bytes((COMMAND.COM_STMT_SEND_LONG_DATA,)) + sid + chunk, 0)
                 )
-            stmt.long_data.clear()
             payload = self._with_param_types(stmt, payload)
         out.append(encode_packet(payload[:1] + sid + payload[5:], 0))
         return b"".join(out)
@@ -719,6 +841,8 @@ class ClientSession(asyncio.Protocol):
             return
         self._tracker = None
         self.daemon.stats.observe_query(time.monotonic() - self._started)
+        if self._stmt is not None:
+            self._stmt.long_data.clear()  # kept until now for a re-run
         self._absorb(tracker)
         self._to(State.IDLE)
         self._maybe_release()
@@ -836,7 +960,7 @@ class ClientSession(asyncio.Protocol):
 
     def _com_reset_connection(self, payload: bytes) -> None:
         self.cs.reset()
-        self.lost_transaction = False
+        self._loss = None
         self._release_backend(reset=True)
         self._write(self._ok(), 1)
 
@@ -900,32 +1024,15 @@ class ClientSession(asyncio.Protocol):
             self._tracker = None
             self._command_failed(tracker, reason)
             return
-        if self.cs.in_transaction:
-            # The client is idle inside a transaction that no longer exists.
-            self.lost_transaction = True
-            self.cs.lose_backend()
-            log.warning("session %s: backend lost inside a transaction (%s)", self.id, reason)
-        elif self.cs.pinned:
-            lost = self.cs.lose_backend()
-            log.warning(
-                "session %s: backend holding %s lost (%s); that state is gone",
-                self.id,
-                lost,
-                reason,
-            )
-        else:
-            self.daemon.stats.inc("errors_hidden")
+        self._note_lost(reason)
 
     def _command_failed(self, tracker: ResponseTracker, reason: str) -> None:
         """The backend died with our command in flight."""
         nothing_sent = not tracker.in_result_rows and tracker.last_seq < 0
-        was_in_trans = self.cs.in_transaction
-        if (
-            nothing_sent
-            and not was_in_trans
-            and not self.cs.pinned
-            and _is_retry_safe(self._command)
-        ):
+        cs = self.cs
+        was_in_trans = cs.in_transaction
+        command, stmt = self._command, self._stmt
+        if nothing_sent and not cs.bound and _is_retry_safe(command, stmt):
             # retry.max_attempts counts tries in total, the first included.
             retry = self.daemon.config.retry
             now = time.monotonic()
@@ -946,20 +1053,34 @@ class ClientSession(asyncio.Protocol):
                 self._spawn(self._rerun(pause))
                 return
         self.daemon.stats.inc("errors_passed_on")
-        self.cs.lose_backend()
-        if was_in_trans:
-            err = _lost_transaction_err()
+        if stmt is not None:
+            stmt.long_data.clear()
+        lost = cs.lose_backend()
+        also = f"; lost with it: {lost}" if lost and not was_in_trans else ""
+        if was_in_trans and nothing_sent and _is_plain_rollback(command):
+            err = self._ok()  # rolled back either way
+        elif was_in_trans and _cannot_commit(command, stmt):
+            err = _LOST_TRANSACTION
+        elif was_in_trans:
+            # A COMMIT (or a statement that commits implicitly) whose answer never came:
+            # the server may have committed before the connection died. Saying "rolled
+            # back" would have the client apply it twice.
+            err = build_err(
+                ER_UNKNOWN_ERROR,
+                f"proxyd: the connection to the server was lost ({reason}) while this statement "
+                "ran inside a transaction; the transaction may or may not have been applied",
+            )
         elif nothing_sent:
             err = build_err(
                 ER_UNKNOWN_ERROR,
                 f"proxyd: the connection to the server was lost ({reason}) while this statement "
-                "ran; it may or may not have been applied",
+                f"ran; it may or may not have been applied{also}",
             )
         else:
             err = build_err(
                 ER_UNKNOWN_ERROR,
                 f"proxyd: the connection to the server was lost ({reason}) "
-                "in the middle of the result",
+                f"in the middle of the result{also}",
             )
         seq = tracker.last_seq + 1 if tracker.last_seq >= 0 else 1
         if self.state is State.INFILE:
@@ -1004,14 +1125,17 @@ class ClientSession(asyncio.Protocol):
         self._close_session()
 
     def _drop_backend(self) -> None:
+        """Close the held backend; its loss reaches backend_lost like any other."""
         backend = self.backend
-        self.backend = None
         if backend is not None:
-            backend.holder = None
             backend.close("dropped")
+        self.backend = None
 
     def _close_session(self) -> None:
-        if self.state is State.CLOSED:
+        """The client is gone (COM_QUIT, RST, timeout, KILL CLIENT): what its server
+        connection holds for it ends now, not at that connection's next hand-out."""
+        was = self.state
+        if was is State.CLOSED:
             return
         self._to(State.CLOSED)
         if self._login_timer is not None:
@@ -1021,14 +1145,20 @@ class ClientSession(asyncio.Protocol):
             self._task.cancel()
         backend = self.backend
         self.backend = None
-        if backend is not None:
-            backend.holder = None
-            if backend.busy:
-                backend.abandon_forward()
-                backend.close("client_gone")
-            elif self.pool is not None:
-                backend.needs_reset = self.cs.pinned or self.cs.in_transaction
-                self.pool.release(backend)
+        if backend is None:
+            return
+        backend.holder = None
+        if self.pool is None:
+            backend.close("client_gone")
+        elif was is State.IN_COMMAND and backend.forwarding:
+            self.pool.abandon(backend)
+        elif backend.busy or was is State.INFILE:
+            # Mid-way through proxyd's own command, or a LOCAL INFILE half sent.
+            backend.close("client_gone")
+        else:
+            # Rolls back, releases locks, drops temporary tables, before anyone waits.
+            backend.needs_reset = self.cs.pinned or self.cs.in_transaction
+            self.pool.release(backend)
 
     def idle_time(self) -> float:
         return time.monotonic() - self.last_active
@@ -1058,10 +1188,19 @@ ClientSession._LOCAL_COMMANDS.update(
 )
 
 
-def _lost_transaction_err() -> bytes:
+_LOST_TRANSACTION = build_err(
+    ER_LOCK_DEADLOCK,
+    "proxyd: the connection to the server was lost inside a transaction; "
+    "the transaction was rolled back, retry it",
+    b"40001",
+)
+
+
+def _lost_state_err(lost: str) -> bytes:
+    # The command is not run: without that state it could do something else than meant
+    # (a user variable read as NULL, a temporary table's name resolving to a real one).
     return build_err(
-        ER_LOCK_DEADLOCK,
-        "proxyd: the connection to the server was lost inside a transaction; "
-        "the transaction was rolled back, retry it",
-        b"40001",
+        ER_UNKNOWN_ERROR,
+        f"proxyd: the connection to the server was lost, and with it this session's {lost}; "
+        "the statement was not run, the session goes on without that state",
     )

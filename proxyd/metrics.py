@@ -66,6 +66,10 @@ COUNTERS: dict[str, tuple[str, str]] = {
     "pings": ("proxyd_pings_total", "Pings of idle backend connections that succeeded"),
     "pings_failed": ("proxyd_pings_failed_total", "Pings of idle backend connections that failed"),
     "resets": ("proxyd_backend_resets_total", "Backend sessions reset before reuse"),
+    "statements_stopped": (
+        "proxyd_backend_statements_stopped_total",
+        "Statements stopped with KILL QUERY because their client went away",
+    ),
     "backend_connects": ("proxyd_backend_connects_total", "Backend connections opened"),
     "backend_connect_errors": (
         "proxyd_backend_connect_errors_total",

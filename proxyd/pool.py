@@ -28,6 +28,7 @@ from proxyd.backend import BackendConnection, BackendError, BackendGone, open_ba
 from proxyd.config import BackendConfig, PoolConfig, UserConfig
 from proxyd.metrics import Stats
 from proxyd.protocol.messages import ErrPacket
+from proxyd.protocol.response import ResponseTracker
 
 if TYPE_CHECKING:
     from proxyd.session_state import ClientState
@@ -146,6 +147,7 @@ class Pool:
         self.closed = False
         self._janitor: asyncio.Task[None] | None = None
         self._pinging: set[BackendConnection] = set()
+        self._stopping: set[asyncio.Task[None]] = set()  # abandon() at work
         # Connections opened before this moment (monotonic) are closed instead of reused
         # when they come back: the daemon sets it for RECONNECT and for a new backend
         # address or credentials, and closes the idle ones itself.
@@ -210,7 +212,11 @@ class Pool:
         return idle.pop(best)
 
     async def acquire(
-        self, profile: int, timeout: float | None = None, verified_after: float = 0.0
+        self,
+        profile: int,
+        timeout: float | None = None,
+        verified_after: float = 0.0,
+        first: bool = False,
     ) -> BackendConnection:
         """A healthy connection of this profile; raise AcquireError after ``timeout``.
 
@@ -231,7 +237,7 @@ class Pool:
             if conn is not None:
                 self.stats.observe_acquire_wait(0.0)
             if conn is None:
-                conn = await self._wait(profile, deadline)
+                conn = await self._wait(profile, deadline, first)
             if conn.idle_for >= self.ping_interval(conn) or conn.last_active < verified_after:
                 try:
                     await conn.ping(self.server.config.ping_timeout)
@@ -251,10 +257,13 @@ class Pool:
                 return self.idle.pop(i)
         return None
 
-    async def _wait(self, profile: int, deadline: float) -> BackendConnection:
+    async def _wait(self, profile: int, deadline: float, first: bool) -> BackendConnection:
         fut: asyncio.Future[BackendConnection] = asyncio.get_running_loop().create_future()
         waiter = _Waiter(profile, fut, time.monotonic())
-        self.waiters.append(waiter)
+        if first:
+            self.waiters.appendleft(waiter)
+        else:
+            self.waiters.append(waiter)
         self._grow()
         try:
             return await asyncio.wait_for(fut, max(0.0, deadline - time.monotonic()))
@@ -355,6 +364,81 @@ class Pool:
             self._retire(conn, "lifetime" if conn.age >= self.lifetime(conn) else "surplus")
             return
         self._hand_over(conn)
+
+    def abandon(self, conn: BackendConnection) -> None:
+        """Its client went away while a statement ran on ``conn``.
+
+        The server would go on running it (a lock wait can last minutes) on a connection
+        that still counts against the server and against ``max_size``: stop it with
+        KILL QUERY from another connection of this pool, read the rest of its answer,
+        then reset ``conn`` and keep it. ``conn`` stays in ``conns`` all along.
+        """
+        loop = asyncio.get_running_loop()
+        drained: asyncio.Future[ResponseTracker] = loop.create_future()
+
+        def done(tracker: ResponseTracker) -> None:
+            if not drained.done():
+                drained.set_result(tracker)
+
+        conn.drain(done)
+        task = loop.create_task(self._stop_abandoned(conn, drained))
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+
+    async def _stop_abandoned(
+        self, conn: BackendConnection, drained: asyncio.Future[ResponseTracker]
+    ) -> None:
+        try:
+            await self._kill_query(conn, drained)
+            deadline = time.monotonic() + self.server.config.ping_timeout
+            while not drained.done() and not conn.closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    conn.close("abandoned_statement_did_not_stop")
+                    return
+                await asyncio.wait({drained}, timeout=min(left, 0.1))
+        except Exception:  # this task must end with conn either closed or kept
+            log.exception("pool %s: stopping an abandoned statement failed", self.name)
+            conn.close("internal_error")
+            return
+        if conn.closed or drained.result().awaiting_infile:
+            conn.close("client_gone")
+            return
+        conn.needs_reset = True
+        self.release(conn)
+
+    async def _kill_query(
+        self, conn: BackendConnection, drained: asyncio.Future[ResponseTracker]
+    ) -> None:
+        """KILL QUERY for ``conn``'s statement, from a connection of this pool: an idle one,
+        a new one within ``max_size``, or the next one released (ahead of clients)."""
+        while not drained.done() and not conn.closed:
+            if self.closed:
+                conn.close("shutdown")
+                return
+            try:
+                killer = await self.acquire(conn.profile, first=True)
+            except AcquireError:
+                # Everything busy (maybe waiting for conn itself), or the server refusing.
+                await asyncio.sleep(0.1)
+                continue
+            try:
+                if drained.done() or conn.closed:
+                    return
+                await killer.query(b"KILL QUERY %d" % conn.thread_id)
+                self.stats.inc("statements_stopped")
+                log.info(
+                    "pool %s: client gone; stopped its statement on backend %s (thread %s)",
+                    self.name,
+                    conn.id,
+                    conn.thread_id,
+                )
+                return
+            except BackendError as exc:
+                if exc.err is not None:  # 1094 unknown thread: it ended meanwhile
+                    return
+            finally:
+                self.release(killer)
 
     async def _clean_and_return(self, conn: BackendConnection) -> None:
         try:

@@ -95,6 +95,10 @@ def charset_id(charset: str, collation: str | None) -> int | None:
 
 # Pins that last only until the next statement is answered.
 _PER_STATEMENT_PINS = ("warnings", "found_rows")
+# Pins whose loss with a server connection the client learns of by itself, so the session
+# may go on without a word: the next statement's diagnostics replace them anyway, and a
+# COM_STMT_FETCH on a lost cursor is answered "no open cursor".
+SOFT_PINS = frozenset((*_PER_STATEMENT_PINS, "cursor"))
 
 PIN_DESCRIPTIONS = {
     "xa": "XA transaction",
@@ -152,6 +156,16 @@ class ClientState:
     def pinned(self) -> bool:
         return bool(self.pins)
 
+    @property
+    def holds_state(self) -> bool:
+        """Pinned by state whose loss must be told to the client (not SOFT_PINS)."""
+        return any(key not in SOFT_PINS for key in self.pins)
+
+    @property
+    def bound(self) -> bool:
+        """May only go on with the server connection it has (a transaction, held state)."""
+        return self.in_transaction or self.holds_state
+
     def pin_reasons(self) -> str:
         reasons = [PIN_DESCRIPTIONS.get(k, k) for k in self.pins]
         if self.in_transaction:
@@ -177,8 +191,13 @@ class ClientState:
         self.cursor_statement = None
 
     def lose_backend(self) -> str:
-        """The backend holding our unmovable state died; that state is gone with it."""
-        lost = self.pin_reasons()
+        """The backend holding our unmovable state died; that state is gone with it.
+
+        Returns what was lost that the client must be told of ("" for nothing)."""
+        lost = ", ".join(
+            [*(["open transaction"] if self.in_transaction else []),
+             *(PIN_DESCRIPTIONS.get(k, k) for k in self.pins if k not in SOFT_PINS)]
+        )
         self.pins.clear()
         self.temp_tables.clear()
         self.sql_prepared.clear()
