@@ -15,9 +15,16 @@ are parsed, and those are small.
 What goes to the client is collected in ``out`` as whole slices of the input
 chunks, so the common case costs one list append per chunk. Two exceptions:
 a steering packet split across chunks is held back until it is complete, and
-an OK packet carrying session-tracking data is rewritten for a client that did
-not negotiate CLIENT_SESSION_TRACK (proxyd always negotiates it with servers,
-to learn about session state).
+an OK packet carrying session-tracking data (or an EOF flagging it) is rewritten
+for a client that did not negotiate CLIENT_SESSION_TRACK (proxyd always
+negotiates it with servers, to learn about session state).
+
+Status flags steer the walk in two places only: SERVER_MORE_RESULTS_EXISTS on
+a terminator says another result follows, and SERVER_STATUS_CURSOR_EXISTS on
+the EOF after a COM_STMT_EXECUTE's column definitions says a cursor was opened
+and no rows follow. The latter is believed only where a cursor can be: MariaDB
+leaves a stored procedure's own cursor flags in the status of the packets
+after it, on result sets whose rows do follow (see _opens_cursor).
 
 Answers by command (page_protocol_command_phase.html):
 - COM_QUERY, COM_STMT_EXECUTE, COM_PROCESS_INFO: OK | ERR | LOCAL INFILE request |
@@ -40,10 +47,12 @@ from proxyd.protocol.constants import (
 )
 from proxyd.protocol.errors import ProtocolError
 from proxyd.protocol.messages import (
+    EofPacket,
     ErrPacket,
     OkPacket,
     StateChange,
     StmtPrepareOk,
+    build_eof,
     build_ok,
     parse_eof,
     parse_err,
@@ -289,10 +298,11 @@ class ResponseTracker:
         elif state == COLUMNS_EOF:
             if first != 0xFE:
                 raise ProtocolError("expected EOF after column definitions")
-            status = parse_eof(payload).status_flags
+            columns_eof = parse_eof(payload)
+            status = columns_eof.status_flags
             self.status_flags = status
-            # A cursor opened by COM_STMT_EXECUTE sends no rows now (COM_STMT_FETCH will).
-            self.state = DONE if status & SERVER_STATUS.SERVER_STATUS_CURSOR_EXISTS else ROWS
+            self.state = DONE if self._opens_cursor(status) else ROWS
+            return self._eof_for_client(columns_eof, seq)
         elif state == SIMPLE:
             if first == 0xFF:
                 self._error(payload)
@@ -320,6 +330,37 @@ class ResponseTracker:
                     return packet_header(len(body), seq) + body
         return None
 
+    def _opens_cursor(self, status: int) -> bool:
+        """Whether the EOF after column definitions ends the answer: a cursor was opened.
+
+        Only COM_STMT_EXECUTE opens cursors, and only for a single plain SELECT, so
+        never in a multi-result answer. SERVER_STATUS_CURSOR_EXISTS alone proves
+        nothing: MariaDB leaves it (and SERVER_STATUS_LAST_ROW_SENT) set in the
+        session's status once a stored program has used a cursor of its own, and
+        every later packet of the CALL carries it, text protocol included. Rows
+        follow those column definitions like any others (issue 9: CALL of a
+        procedure whose NOT FOUND handler selects and RESIGNALs, status 0xEA).
+        A CALL's result sets always carry SERVER_MORE_RESULTS_EXISTS (its last
+        answer is the CALL's own OK or ERR), which tells the two apart.
+        """
+        return (
+            self.command == COMMAND.COM_STMT_EXECUTE
+            and bool(status & SERVER_STATUS.SERVER_STATUS_CURSOR_EXISTS)
+            and not status & SERVER_STATUS.SERVER_MORE_RESULTS_EXISTS
+        )
+
+    def _eof_for_client(self, eof: EofPacket, seq: int) -> bytes | None:
+        """The EOF without SERVER_SESSION_STATE_CHANGED, for a client that tracks nothing.
+
+        The server flags a change of session state in the status of every packet
+        that has one, EOFs included (SET STATEMENT ... FOR CALL), but only on a
+        connection with CLIENT_SESSION_TRACK: the client would never see it.
+        """
+        if not (self._strip_tracking and eof.status_flags & SERVER_SESSION_STATE_CHANGED):
+            return None
+        body = build_eof(eof.status_flags & ~SERVER_SESSION_STATE_CHANGED, eof.warnings)
+        return packet_header(len(body), seq) + body
+
     def _error(self, payload: bytes | bytearray | memoryview) -> None:
         self.err = parse_err(bytes(payload), self.capabilities)
         self.state = DONE
@@ -331,6 +372,7 @@ class ResponseTracker:
             eof = parse_eof(payload)
             status = eof.status_flags
             self.warnings = eof.warnings
+            replacement = self._eof_for_client(eof, seq)
         else:
             ok = parse_ok(payload, self.capabilities)
             self.ok = ok
