@@ -88,6 +88,10 @@ _INITIAL_STATE = {
 }
 
 
+# How much of a packet that cannot be placed is kept to be logged.
+UNPLACED_SHOWN = 256
+
+
 def expects_response(command: int) -> bool:
     return _INITIAL_STATE.get(command, SIMPLE) != DONE
 
@@ -115,6 +119,7 @@ class ResponseTracker:
         "state_changes",
         "statement_id",
         "status_flags",
+        "unplaced",
         "warnings",
     )
 
@@ -144,6 +149,8 @@ class ResponseTracker:
         self._skip = 0
         self._columns = 0
         self._continued = False
+        # The packet (its start) that made feed() raise ProtocolError, for the log.
+        self.unplaced: bytes | None = None
 
     @property
     def done(self) -> bool:
@@ -177,7 +184,12 @@ class ResponseTracker:
         return out
 
     def feed(self, data: bytes) -> bytes:
-        """Consume backend bytes; return what lies beyond the end of this response."""
+        """Consume backend bytes; return what lies beyond the end of this response.
+
+        Raises ProtocolError at a packet that has no place in the answer. Then
+        ``out`` ends with the last whole packet before it, ``last_seq`` is that
+        packet's sequence id and ``unplaced`` holds the offender's first bytes.
+        """
         mv = memoryview(data)
         n = len(mv)
         pos = 0
@@ -212,7 +224,17 @@ class ResponseTracker:
                 self._need = need
                 continue
             length = view[0] | (view[1] << 8) | (view[2] << 16)
-            replacement = self._packet(length, view[3], view[4:need])
+            last_seq = self.last_seq
+            try:
+                replacement = self._packet(length, view[3], view[4:need])
+            except ProtocolError:
+                # What came before this packet is a sound prefix of the answer: it goes
+                # to the client, and proxyd's ERR can follow it in sequence.
+                if not pend and pos > emit_from:
+                    out.append(mv[emit_from:pos])
+                self.last_seq = last_seq
+                self.unplaced = bytes(view[: min(need, UNPLACED_SHOWN)])
+                raise
             self._skip = length - (need - 4)
             if pend:
                 out.append(replacement if replacement is not None else bytes(pend))

@@ -14,7 +14,8 @@ the answer says (error, status, result sets, sequence id).
 
 The plans keep to what MariaDB does; where that is a choice, the rule is stated
 where the plan is drawn. Real answers that once made the tracker stop early
-(issue 9) are kept at the end, as the server sent them.
+(issue 9) are kept at the end, as the server sent them, and so is what the
+tracker leaves behind when a packet has no place in the answer.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from proxyd.protocol.constants import (
     SERVER_STATUS,
     SESSION_TRACK_SCHEMA,
 )
+from proxyd.protocol.errors import ProtocolError
 from proxyd.protocol.messages import (
     OkPacket,
     StateChange,
@@ -668,3 +670,45 @@ RECORDED_RESULTS = {
     "binary_call_out_params": (2, 1),
     "binary_cursor": (1, 0),
 }
+
+
+# --- a packet that has no place in the answer ---------------------------------------------------
+
+OK_MORE = build_ok(OkPacket(status_flags=2 | MORE_RESULTS), BASE)
+UNPLACEABLE = {
+    # (command, sound prefix, the packet that cannot follow it)
+    "row_instead_of_eof": (
+        COMMAND.COM_QUERY,
+        encode_packet(b"\x01", 1) + encode_packet(b"\x03def" + b"c" * 20, 2),
+        encode_packet(b"\x01x", 3),
+    ),
+    "empty_after_more_results": (
+        COMMAND.COM_QUERY,
+        encode_packet(OK_MORE, 1),
+        encode_packet(b"", 2),
+    ),
+    "short_column_count": (COMMAND.COM_STMT_EXECUTE, b"", encode_packet(b"\xfc\x01", 1)),
+    "result_set_for_ping": (COMMAND.COM_PING, b"", encode_packet(b"\x01", 1)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNPLACEABLE))
+def test_a_packet_that_cannot_be_placed(name: str) -> None:
+    # Whatever the chunking, the sound prefix is passed on whole and last_seq names its last
+    # packet, so proxyd's ERR can follow it in sequence; the offender is kept for the log.
+    command, prefix, bad = UNPLACEABLE[name]
+    data = prefix + bad + AFTER
+    last_good = physical_packets(prefix)[-1][3] if prefix else -1
+    for cuts in [[], list(range(len(data))), *([at] for at in range(1, len(data)))]:
+        tracker = ResponseTracker(command, BASE)
+        bounds = sorted({0, len(data), *cuts})
+        out = bytearray()
+        with pytest.raises(ProtocolError):
+            for a, b in itertools.pairwise(bounds):
+                tracker.feed(data[a:b])
+                out += joined(tracker.take_output())
+        out += joined(tracker.take_output())
+        assert bytes(out) == prefix, (name, cuts)
+        assert tracker.last_seq == last_good, (name, cuts)
+        assert tracker.unplaced == bad, (name, cuts)
+        assert not tracker.done
