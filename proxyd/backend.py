@@ -47,7 +47,7 @@ from proxyd.protocol.messages import (
 from proxyd.protocol.packets import PacketReader, encode_packet
 from proxyd.protocol.response import ResponseTracker
 from proxyd.protocol.resultset import decode_text_result
-from proxyd.session_state import CHARSET_VARIABLES
+from proxyd.session_state import CHARSET_VARIABLES, UNMOVABLE_VARIABLES
 
 if TYPE_CHECKING:
     from proxyd.config import Address
@@ -144,6 +144,7 @@ class BackendConnection(asyncio.Protocol):
         self.closed = False
         self.close_reason = ""
         self.server_version = b""
+        self.server_charset = 0  # the server's default collation, from its greeting
         self.thread_id = 0
         self.capabilities = 0
         self.server_capabilities = 0
@@ -363,6 +364,7 @@ class BackendConnection(asyncio.Protocol):
                 ) from None
             raise BackendError(f"bad greeting from server: {exc}") from None
         self.server_version = greeting.server_version
+        self.server_charset = greeting.character_set
         self.thread_id = greeting.connection_id
         self.server_capabilities = greeting.capability_flags
         self.status_flags = greeting.status_flags
@@ -579,7 +581,9 @@ class BackendConnection(asyncio.Protocol):
             assignments.append(set_names_sql(charset))
         for name, value in variables.items():
             if self.vars.get(name) != value or (names_reset and name in CHARSET_VARIABLES):
-                assignments.append(b"@@session." + name + b"=" + quote_value(value))
+                # The tracker reports character_set_results=NULL as an empty value.
+                literal = b"NULL" if not value and name in CHARSET_VARIABLES else quote_value(value)
+                assignments.append(b"@@session." + name + b"=" + literal)
         for name in self.vars:
             if name not in variables and name not in CHARSET_VARIABLES:
                 assignments.append(b"@@session." + name + b"=DEFAULT")
@@ -602,7 +606,9 @@ class BackendConnection(asyncio.Protocol):
             if change.type == SESSION_TRACK_SCHEMA:
                 self.schema = change.name or None
             elif change.type == SESSION_TRACK_SYSTEM_VARIABLES:
-                if change.name.startswith(b"session_track_"):
+                # Unmovable ones pin their session here and are never replayed: compared
+                # with the client's (which leaves them out) they would be reset to DEFAULT.
+                if change.name.startswith(b"session_track_") or change.name in UNMOVABLE_VARIABLES:
                     continue
                 self.vars[change.name] = change.value
         self._note_wait_timeout()

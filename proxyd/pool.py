@@ -106,6 +106,9 @@ class Server:
         self.failures = 0
         self.next_attempt = 0.0
         self.version = conn.server_version
+        if conn.server_charset:
+            # Announced to clients in proxyd's own greeting, as the server would.
+            self.charset = conn.server_charset
         if conn.max_allowed_packet:
             self.max_allowed_packet = conn.max_allowed_packet
         return conn

@@ -167,7 +167,7 @@ class ClientState:
         return self.in_transaction or self.holds_state
 
     def pin_reasons(self) -> str:
-        reasons = [PIN_DESCRIPTIONS.get(k, k) for k in self.pins]
+        reasons = list(self.pins.values())
         if self.in_transaction:
             reasons.insert(0, "open transaction")
         return ", ".join(reasons)
@@ -196,7 +196,7 @@ class ClientState:
         Returns what was lost that the client must be told of ("" for nothing)."""
         lost = ", ".join(
             [*(["open transaction"] if self.in_transaction else []),
-             *(PIN_DESCRIPTIONS.get(k, k) for k in self.pins if k not in SOFT_PINS)]
+             *(why for k, why in self.pins.items() if k not in SOFT_PINS)]
         )
         self.pins.clear()
         self.temp_tables.clear()

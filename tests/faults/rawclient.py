@@ -86,10 +86,12 @@ def salt_of(greeting: bytes) -> bytes:
     return first + greeting[pos : pos + 12]
 
 
-def handshake_response(salt: bytes, user: bytes = b"app", password: bytes = b"apppw") -> bytes:
+def handshake_response(
+    salt: bytes, user: bytes = b"app", password: bytes = b"apppw", charset: int = 45
+) -> bytes:
     scramble = scramble_native_password(password, salt)
     return (
-        struct.pack("<IIB23x", CAPABILITIES, 1 << 24, 45)
+        struct.pack("<IIB23x", CAPABILITIES, 1 << 24, charset)
         + user
         + b"\0"
         + bytes((len(scramble),))
