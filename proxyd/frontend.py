@@ -184,6 +184,8 @@ _session_ids = itertools.count(1)
 MAX_BUFFERED_INPUT = 1 << 20
 RETRY_PAUSE = 0.05  # before the first re-run; doubles for each further one
 MAX_LOGIN_PACKET = 64 * 1024
+MAX_CHANGE_USER_FAILURES = 3  # then COM_CHANGE_USER is refused on that connection
+CHANGE_USER_FAILURE_PAUSE = 1.0  # the server's own pause before answering a failure
 
 
 def _words(sql: bytes) -> bytes:
@@ -282,6 +284,7 @@ class ClientSession(asyncio.Protocol):
         self._pending_db: bytes | None = None
         self._pending_charset = 45
         self._change_user = False
+        self._change_user_failures = 0
         self._login_timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._tracker: ResponseTracker | None = None
@@ -437,22 +440,22 @@ class ClientSession(asyncio.Protocol):
             self.daemon.stats.inc("auth_failures")
             log.warning("client %s: access denied for user %r", self.peer, name)
             host = self.peer.rsplit(":", 1)[0]
-            self._refuse(
+            self._login_failed(
                 ER_ACCESS_DENIED,
                 f"Access denied for user '{name}'@'{host}' "
                 f"(using password: {'YES' if login.used_password else 'NO'})",
                 login.next_seq,
-                sql_state=b"28000",
+                b"28000",
             )
             return
         limit = self.daemon.config.users[name].max_connections
         if limit and sum(1 for s in self.daemon.sessions if s.user == name) >= limit:
-            self._refuse(
+            self._login_failed(
                 ER_TOO_MANY_USER_CONNECTIONS,
                 f"User '{name}' has exceeded the 'max_connections' resource "
                 f"(current value: {limit})",
                 login.next_seq,
-                sql_state=b"42000",
+                b"42000",
             )
             return
         if self._change_user:
@@ -473,6 +476,24 @@ class ClientSession(asyncio.Protocol):
             self._to(State.IDLE)
             self._write(self._ok(), login.next_seq)
         log.debug("client %s: session %s logged in as %s", self.peer, self.id, name)
+
+    def _login_failed(self, code: int, message: str, seq: int, sql_state: bytes) -> None:
+        """A refused login closes the connection; a refused COM_CHANGE_USER does not:
+        as on the server, the session goes on as the previous user (its state reset, as
+        COM_CHANGE_USER resets it before checking), after a second's pause against
+        password guessing."""
+        if not self._change_user:
+            self._refuse(code, message, seq, sql_state=sql_state)
+            return
+        self._change_user = False
+        self._change_user_failures += 1
+        self._release_backend(reset=True)
+        err = build_err(code, message, sql_state)
+        self._spawn(self._answer_later(CHANGE_USER_FAILURE_PAUSE, err, seq))
+
+    async def _answer_later(self, pause: float, payload: bytes, seq: int) -> None:
+        await asyncio.sleep(pause)
+        self._finish_local(payload, seq)
 
     def _login_timed_out(self) -> None:
         if self.state is State.AUTHENTICATING:
@@ -965,6 +986,10 @@ class ClientSession(asyncio.Protocol):
         self._write(self._ok(), 1)
 
     def _com_change_user(self, payload: bytes) -> None:
+        if self._change_user_failures >= MAX_CHANGE_USER_FAILURES:
+            # MariaDB's answer once a connection failed three times (MDEV-3915).
+            self._write(build_err(ER_UNKNOWN_COM, "Unknown command", b"08S01"), 1)
+            return
         r = Reader(payload, 1)
         user = r.nul_str()
         secure = self.capabilities & CLIENT.SECURE_CONNECTION
@@ -974,7 +999,8 @@ class ClientSession(asyncio.Protocol):
         plugin = None
         if r.remaining() and self.capabilities & CLIENT.PLUGIN_AUTH:
             plugin = r.nul_str_or_rest()
-        self.cs.reset()
+        self.cs.reset()  # the server resets the session before it checks the password
+        self._loss = None
         self._change_user = True
         self._to(State.ACQUIRING)
         self._authenticated(self._auth.begin(user, plugin, response, 0))

@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pymysql
+import pytest
 
 from tests.support.mariadb import APP_DATABASE, APP_USER, MariaDBServer
 from tests.support.proxy import ProxydProcess
@@ -272,7 +273,9 @@ def _report(tellers: Sequence[Teller], killer: Periodic, seen: Tally, audit: Ban
 
 
 def test_transfers_stay_whole_while_open_transactions_are_killed(
-    fresh_mariadb: MariaDBServer, proxyd: Callable[..., ProxydProcess]
+    fresh_mariadb: MariaDBServer,
+    proxyd: Callable[..., ProxydProcess],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     server = fresh_mariadb
     _create_bank(server)
@@ -292,7 +295,8 @@ def test_transfers_stay_whole_while_open_transactions_are_killed(
     seen = merged(tellers)
     audit = _audit(server, tellers)
     report = _report(tellers, killer, seen, audit)
-    print(f"\n{report}")
+    with capsys.disabled():  # the figures belong in every CI log, passed or not
+        print(f"\n{report}")
 
     assert not hung, f"still running after the soak: {hung}\n{report}"
     # Enough happened for the checks below to mean something.
