@@ -25,8 +25,10 @@ from pymysql.charset import charset_by_id
 from proxyd.protocol import auth
 from proxyd.protocol.constants import (
     CLIENT,
+    CLIENT_MYSQL,
     COM_RESET_CONNECTION,
     COMMAND,
+    MARIADB_CLIENT_EXTENDED_METADATA,
     SERVER_STATUS,
     SESSION_TRACK_SCHEMA,
     SESSION_TRACK_SYSTEM_VARIABLES,
@@ -61,8 +63,6 @@ BASE_CAPABILITIES = (
     | CLIENT.PROTOCOL_41
     | CLIENT.TRANSACTIONS
     | CLIENT.SECURE_CONNECTION
-    | CLIENT.MULTI_RESULTS
-    | CLIENT.PS_MULTI_RESULTS
     | CLIENT.PLUGIN_AUTH
     | CLIENT.PLUGIN_AUTH_LENENC_CLIENT_DATA
     | CLIENT.SESSION_TRACK
@@ -71,13 +71,22 @@ BASE_CAPABILITIES = (
     | CLIENT.MULTI_STATEMENTS
 )
 # Client capabilities that change what a server sends or accepts: a backend is
-# only shared between clients that agree on these (the pool keys on them).
+# only shared between clients that agree on these (the pool keys on them). A profile
+# holds them, and above bit 32 the MARIADB_PROFILE_CAPABILITIES the client asked for.
 PROFILE_CAPABILITIES = (
     CLIENT.FOUND_ROWS
     | CLIENT.DEPRECATE_EOF
     | CLIENT.LOCAL_FILES
     | CLIENT.IGNORE_SPACE
+    # Without them the server keeps results from the client (a prepared CALL's OUT
+    # parameters, a procedure's result sets): asking for them anyway would send a client
+    # answers it cannot read.
+    | CLIENT.MULTI_RESULTS
+    | CLIENT.PS_MULTI_RESULTS
 )
+# MariaDB's extended capabilities that proxyd passes on: they change what the server
+# puts in a column definition, never how many packets an answer has.
+MARIADB_PROFILE_CAPABILITIES = MARIADB_CLIENT_EXTENDED_METADATA
 
 SESSION_TRACKING_SETUP = (
     b"SET SESSION session_track_schema=ON, session_track_state_change=ON,"
@@ -88,6 +97,9 @@ SESSION_TRACKING_SETUP = (
 _ids = itertools.count(1)
 
 MAX_STATEMENTS_PER_BACKEND = 256
+# close_reason of a connection whose answer proxyd could not follow.
+PROTOCOL_ERROR = "protocol error from server"
+UNPLACED_LOGGED = 256
 ER_MAX_PREPARED_STMT_COUNT_REACHED = 1461
 
 
@@ -145,6 +157,7 @@ class BackendConnection(asyncio.Protocol):
         self.close_reason = ""
         self.server_version = b""
         self.server_charset = 0  # the server's default collation, from its greeting
+        self.server_mariadb_capabilities = 0  # MariaDB's extended ones, from its greeting
         self.thread_id = 0
         self.capabilities = 0
         self.server_capabilities = 0
@@ -205,19 +218,16 @@ class BackendConnection(asyncio.Protocol):
             try:
                 rest = tracker.feed(data)
             except ProtocolError as exc:
-                self._fail(f"protocol error from server: {exc}")
+                self._relay(tracker, data)  # the whole packets before the offender
+                self._unplaced(tracker, str(exc), tracker.unplaced or b"")
                 return
-            out = tracker.take_output()
-            sink = self._sink
-            if sink is not None and out:
-                sink.writelines(out)
-                if self.stats is not None:
-                    self.stats.counters["bytes_sent"] += len(data)
+            self._relay(tracker, data)
             if tracker.done or tracker.awaiting_infile:
                 if rest:
-                    log.warning(
-                        "backend %s: %d unexpected bytes after response", self.id, len(rest)
-                    )
+                    # The answer ended early by our reckoning: the client may wait for the
+                    # rest, or take it for the answer to its next command.
+                    self._unplaced(tracker, f"{len(rest)} bytes after the answer's end", rest)
+                    return
                 self._finish_forward(tracker)
             return
         if self._internal is not None and self._internal_packets is not None:
@@ -231,6 +241,32 @@ class BackendConnection(asyncio.Protocol):
         # Unsolicited bytes while idle: the server's last words before closing
         # (ERR 4031 idle timeout on MySQL 8.0.24+, 1927 connection killed...).
         self._note_unsolicited(data)
+
+    def _relay(self, tracker: ResponseTracker, data: bytes) -> None:
+        out = tracker.take_output()
+        sink = self._sink
+        if sink is not None and out:
+            sink.writelines(out)
+            if self.stats is not None:
+                self.stats.counters["bytes_sent"] += len(data)
+
+    def _unplaced(self, tracker: ResponseTracker, what: str, offender: bytes) -> None:
+        """Bytes of an answer that proxyd cannot place: never wait on them. The connection
+        is closed; its holder answers the client through the loss path (see
+        PROTOCOL_ERROR), which neither hides nor re-runs it."""
+        log.error(
+            "backend %s (thread %s): answer to command 0x%02x: %s, after packet %d; "
+            "closing. Bytes: %s",
+            self.id,
+            self.thread_id,
+            tracker.command,
+            what,
+            tracker.last_seq,
+            offender[:UNPLACED_LOGGED].hex(" "),
+        )
+        if self.stats is not None:
+            self.stats.inc("server_protocol_errors")
+        self.close(f"{PROTOCOL_ERROR}: {what}")
 
     def connection_lost(self, exc: Exception | None) -> None:
         if exc is None:
@@ -371,6 +407,12 @@ class BackendConnection(asyncio.Protocol):
         if not greeting.capability_flags & CLIENT.PROTOCOL_41:
             raise BackendError("server does not speak protocol 4.1")
         caps = (BASE_CAPABILITIES | self.profile) & greeting.capability_flags
+        mariadb_caps = 0
+        if not greeting.capability_flags & CLIENT_MYSQL:
+            self.server_mariadb_capabilities = greeting.mariadb_capabilities
+            mariadb_caps = (self.profile >> 32) & greeting.mariadb_capabilities
+        if mariadb_caps:
+            caps &= ~CLIENT_MYSQL  # says the reserved bytes hold MariaDB's capabilities
         if self.schema:
             caps |= CLIENT.CONNECT_WITH_DB
         self.capabilities = caps
@@ -387,6 +429,7 @@ class BackendConnection(asyncio.Protocol):
             database=self.schema,
             auth_plugin_name=plugin,
             connect_attrs={b"_client_name": b"proxyd", b"program_name": b"proxyd"},
+            mariadb_capabilities=mariadb_caps,
         )
         self._send(build_handshake_response(hello), seq + 1)
         while True:

@@ -28,7 +28,13 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from proxyd.backend import PROFILE_CAPABILITIES, BackendConnection, BackendError
+from proxyd.backend import (
+    MARIADB_PROFILE_CAPABILITIES,
+    PROFILE_CAPABILITIES,
+    PROTOCOL_ERROR,
+    BackendConnection,
+    BackendError,
+)
 from proxyd.pool import AcquireError
 from proxyd.protocol import auth
 from proxyd.protocol.constants import (
@@ -63,9 +69,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("proxyd.frontend")
 
 # What proxyd offers clients (and so what it must be able to honour).
+# CLIENT_MYSQL (the old LONG_PASSWORD bit) is left out, as MariaDB leaves it out: clients
+# then send MariaDB's extended capabilities (see MARIADB_PROFILE_CAPABILITIES).
 SERVER_CAPABILITIES = (
-    CLIENT.LONG_PASSWORD
-    | CLIENT.FOUND_ROWS
+    CLIENT.FOUND_ROWS
     | CLIENT.LONG_FLAG
     | CLIENT.CONNECT_WITH_DB
     | CLIENT.IGNORE_SPACE
@@ -270,6 +277,7 @@ class ClientSession(asyncio.Protocol):
         self.pool: Pool | None = None
         self.backend: BackendConnection | None = None
         self.capabilities = 0
+        self.mariadb_capabilities = 0
         self.profile = 0
         self.connected_at = time.monotonic()
         self.last_active = self.connected_at
@@ -347,6 +355,7 @@ class ClientSession(asyncio.Protocol):
             character_set=daemon.server_charset(),
             status_flags=SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT,
             auth_plugin_name=auth.NATIVE_PASSWORD,
+            mariadb_capabilities=daemon.server.mariadb_capabilities & MARIADB_PROFILE_CAPABILITIES,
         )
         self._write(build_handshake_v10(greeting), 0)
 
@@ -415,6 +424,11 @@ class ClientSession(asyncio.Protocol):
             return
         response = parse_handshake_response(payload)
         self.capabilities = response.capability_flags & SERVER_CAPABILITIES
+        self.mariadb_capabilities = (
+            response.mariadb_capabilities
+            & self.daemon.server.mariadb_capabilities
+            & MARIADB_PROFILE_CAPABILITIES
+        )
         self._pending_charset = response.character_set or self.daemon.server_charset()
         self._pending_db = response.database
         self._authenticated(
@@ -462,7 +476,9 @@ class ClientSession(asyncio.Protocol):
             self._release_backend(reset=True)
         self.user = name
         self.pool = self.daemon.pools[name]
-        self.profile = self.capabilities & PROFILE_CAPABILITIES
+        self.profile = (self.capabilities & PROFILE_CAPABILITIES) | (
+            self.mariadb_capabilities << 32
+        )
         self.cs = ClientState(self.capabilities, self._pending_charset, self._pending_db)
         self._reader.max_payload = self.daemon.server.max_allowed_packet
         self._loss = None
@@ -1058,7 +1074,9 @@ class ClientSession(asyncio.Protocol):
         cs = self.cs
         was_in_trans = cs.in_transaction
         command, stmt = self._command, self._stmt
-        if nothing_sent and not cs.bound and _is_retry_safe(command, stmt):
+        # An answer proxyd could not follow would fail the same way again: not re-run.
+        garbled = reason.startswith(PROTOCOL_ERROR)
+        if nothing_sent and not cs.bound and not garbled and _is_retry_safe(command, stmt):
             # retry.max_attempts counts tries in total, the first included.
             retry = self.daemon.config.retry
             now = time.monotonic()
@@ -1096,6 +1114,12 @@ class ClientSession(asyncio.Protocol):
                 f"proxyd: the connection to the server was lost ({reason}) while this statement "
                 "ran inside a transaction; the transaction may or may not have been applied",
             )
+        elif garbled:
+            err = build_err(
+                ER_UNKNOWN_ERROR,
+                f"proxyd: could not follow the server's answer ({reason}); the connection to "
+                f"the server was closed, the statement may or may not have been applied{also}",
+            )
         elif nothing_sent:
             err = build_err(
                 ER_UNKNOWN_ERROR,
@@ -1117,6 +1141,12 @@ class ClientSession(asyncio.Protocol):
             # ERR that follows is read as a packet, not as the rest of that row.
             self.transport.write(b"\x00" * owed)
         self._write(err, seq)
+        if tracker.done:
+            # The answer looked whole when bytes came after it: the client may have read
+            # it as such, and would take this ERR for the answer to its next command.
+            log.warning("session %s: closing the client after an unfollowable answer", self.id)
+            self._close()
+            return
         self._to(State.IDLE)
         self._pump()
 

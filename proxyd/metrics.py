@@ -66,6 +66,10 @@ COUNTERS: dict[str, tuple[str, str]] = {
     "pings": ("proxyd_pings_total", "Pings of idle backend connections that succeeded"),
     "pings_failed": ("proxyd_pings_failed_total", "Pings of idle backend connections that failed"),
     "resets": ("proxyd_backend_resets_total", "Backend sessions reset before reuse"),
+    "server_protocol_errors": (
+        "proxyd_backend_protocol_errors_total",
+        "Server answers proxyd could not follow (the connection was closed, the client told)",
+    ),
     "statements_stopped": (
         "proxyd_backend_statements_stopped_total",
         "Statements stopped with KILL QUERY because their client went away",

@@ -63,6 +63,7 @@ class Server:
         self.version: bytes | None = None
         self.max_allowed_packet = DEFAULT_MAX_ALLOWED_PACKET  # learned from the server
         self.charset = DEFAULT_CHARSET
+        self.mariadb_capabilities = 0  # MariaDB's extended capabilities it offers
         self.up = False
         self.failures = 0
         self.next_attempt = 0.0
@@ -106,6 +107,7 @@ class Server:
         self.failures = 0
         self.next_attempt = 0.0
         self.version = conn.server_version
+        self.mariadb_capabilities = conn.server_mariadb_capabilities
         if conn.server_charset:
             # Announced to clients in proxyd's own greeting, as the server would.
             self.charset = conn.server_charset

@@ -7,11 +7,13 @@ from pymysql.constants.CR import CR_SERVER_GONE_ERROR, CR_SERVER_LOST
 
 __all__ = [
     "CLIENT",
+    "CLIENT_MYSQL",
     "COMMAND",
     "COM_RESET_CONNECTION",
     "CR_SERVER_GONE_ERROR",
     "CR_SERVER_LOST",
     "ER",
+    "MARIADB_CLIENT_EXTENDED_METADATA",
     "MAX_PACKET_PAYLOAD",
     "SERVER_PS_OUT_PARAMS",
     "SERVER_SESSION_STATE_CHANGED",
@@ -27,6 +29,11 @@ SERVER_PS_OUT_PARAMS = 0x1000  # the result set holds a prepared CALL's OUT para
 SERVER_STATUS_IN_TRANS_READONLY = 0x2000
 SERVER_SESSION_STATE_CHANGED = 0x4000
 COM_RESET_CONNECTION = 0x1F
+
+# MariaDB: a peer that leaves CLIENT_MYSQL (the old CLIENT_LONG_PASSWORD bit) out of its
+# capabilities puts MariaDB's extended capabilities in the handshake's reserved bytes.
+CLIENT_MYSQL = 1
+MARIADB_CLIENT_EXTENDED_METADATA = 1 << 3  # column definitions say json, uuid, inet6...
 
 # Session-state-change entry types (mysql_com.h enum_session_state_type).
 SESSION_TRACK_SYSTEM_VARIABLES = 0

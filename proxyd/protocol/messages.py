@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from proxyd.protocol.constants import (
     CLIENT,
+    CLIENT_MYSQL,
     SERVER_SESSION_STATE_CHANGED,
     SESSION_TRACK_GTIDS,
     SESSION_TRACK_SCHEMA,
@@ -118,6 +119,8 @@ class HandshakeResponse41:
     database: bytes | None = None
     auth_plugin_name: bytes | None = None
     connect_attrs: dict[bytes, bytes] = field(default_factory=dict)
+    # MariaDB's extended capabilities, sent by a client that leaves CLIENT_MYSQL out.
+    mariadb_capabilities: int = 0
 
 
 SSL_REQUEST_LENGTH = 32
@@ -137,7 +140,8 @@ def parse_handshake_response(payload: bytes) -> HandshakeResponse41:
         raise ProtocolError("client does not speak protocol 4.1")
     max_packet = r.u32()
     charset = r.u8()
-    r.take(23)
+    reserved = r.take(23)
+    mariadb_caps = 0 if caps & CLIENT_MYSQL else int.from_bytes(reserved[19:], "little")
     username = r.nul_str()
     if caps & CLIENT.PLUGIN_AUTH_LENENC_CLIENT_DATA:
         auth = r.lenenc_str()
@@ -166,6 +170,7 @@ def parse_handshake_response(payload: bytes) -> HandshakeResponse41:
         database=database or None,
         auth_plugin_name=plugin,
         connect_attrs=attrs,
+        mariadb_capabilities=mariadb_caps,
     )
 
 
@@ -173,7 +178,8 @@ def build_handshake_response(h: HandshakeResponse41) -> bytes:
     caps = h.capability_flags
     parts = [
         struct.pack("<IIB", caps, h.max_packet_size, h.character_set),
-        b"\x00" * 23,
+        b"\x00" * 19,
+        struct.pack("<I", 0 if caps & CLIENT_MYSQL else h.mariadb_capabilities),
         h.username + b"\x00",
     ]
     if caps & CLIENT.PLUGIN_AUTH_LENENC_CLIENT_DATA:

@@ -305,13 +305,6 @@ def test_binary_protocol_connector(
     both(proxy, procedures, prepared_outcome(*PREPARED_CASES[case]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="proxyd asks every server for CLIENT_PS_MULTI_RESULTS (backend.BASE_CAPABILITIES,"
-    " not in PROFILE_CAPABILITIES), so a client without it (mysql-connector) is sent the OUT"
-    " parameters' result set that the server keeps from it, and reads its EOF as the answer"
-    " to its next statement",
-)
 def test_prepared_call_with_out_params_connector(
     procedures: MariaDBServer, proxy: ProxydProcess
 ) -> None:

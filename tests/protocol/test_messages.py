@@ -8,7 +8,9 @@ import pytest
 
 from proxyd.protocol.constants import (
     CLIENT,
+    CLIENT_MYSQL,
     COMMAND,
+    MARIADB_CLIENT_EXTENDED_METADATA,
     SERVER_SESSION_STATE_CHANGED,
     SERVER_STATUS,
     SESSION_TRACK_SCHEMA,
@@ -166,13 +168,9 @@ def test_captured_handshake_response(session: Session) -> None:
     assert len(response.auth_response) == (32 if "auth-switch" in session.name else 20)
     assert response.connect_attrs[b"_client_name"] == CLIENT_NAMES[session.name]
     assert not is_ssl_request(session.response_payload)
-    rebuilt = build_handshake_response(response)
-    if session.mariadb_capabilities:
-        # libmariadb puts MariaDB's extended flags in the filler, which proxyd does not keep.
-        payload = session.response_payload
-        assert rebuilt == payload[:28] + bytes(4) + payload[32:]
-    else:
-        assert rebuilt == session.response_payload
+    # libmariadb puts MariaDB's extended flags in the reserved bytes: read and rebuilt too.
+    assert response.mariadb_capabilities == session.mariadb_capabilities
+    assert build_handshake_response(response) == session.response_payload
 
 
 def test_driver_capabilities() -> None:
@@ -460,3 +458,31 @@ def test_captured_stmt_prepare_ok() -> None:
         parse_stmt_prepare_ok(first_payload("raw", "prepare_error"))
     with pytest.raises(ProtocolError):
         parse_stmt_prepare_ok(b"\x00\x01\x00")
+
+
+def test_mariadb_extended_capabilities_in_the_handshake_response() -> None:
+    """A client leaving CLIENT_MYSQL out puts MariaDB's capabilities in the last four
+    reserved bytes; with CLIENT_MYSQL set those bytes mean nothing."""
+    mariadb = HandshakeResponse41(
+        capability_flags=CLIENT.PROTOCOL_41 | CLIENT.SECURE_CONNECTION,
+        max_packet_size=1 << 24,
+        character_set=45,
+        username=b"app",
+        auth_response=b"\x01" * 20,
+        mariadb_capabilities=MARIADB_CLIENT_EXTENDED_METADATA,
+    )
+    payload = build_handshake_response(mariadb)
+    assert payload[28:32] == struct.pack("<I", MARIADB_CLIENT_EXTENDED_METADATA)
+    assert parse_handshake_response(payload) == mariadb
+    mysql = HandshakeResponse41(
+        capability_flags=mariadb.capability_flags | CLIENT_MYSQL,
+        max_packet_size=1 << 24,
+        character_set=45,
+        username=b"app",
+        auth_response=b"\x01" * 20,
+        mariadb_capabilities=MARIADB_CLIENT_EXTENDED_METADATA,
+    )
+    payload = build_handshake_response(mysql)
+    assert payload[28:32] == bytes(4)
+    garbled = payload[:28] + b"\xff" * 4 + payload[32:]
+    assert parse_handshake_response(garbled).mariadb_capabilities == 0

@@ -12,7 +12,8 @@ from the test's thread and takes effect at once. Modes (see `mode`):
 - ``refuse``: new connections are reset at once (RST) without reaching the target;
   established ones keep forwarding.
 
-`drop_all()` resets every current connection on both sides, as a crashed middlebox would.
+`drop_all()` resets every current connection on both sides, as a crashed middlebox would;
+`inject(data)` sends bytes of the test's own to proxyd as if the server had sent them.
 """
 
 from __future__ import annotations
@@ -192,6 +193,18 @@ class TcpRelay:
 
     def refuse(self) -> None:
         self._set_mode(REFUSE, 0.0)
+
+    def inject(self, data: bytes) -> int:
+        """Send ``data`` to the client side of every current connection, as if the target
+        had sent it (a corrupting middlebox, a server bug); returns how many got it."""
+
+        async def send() -> int:
+            links = list(self._links)
+            for link in links:
+                link.client.write(data)
+            return len(links)
+
+        return self._call(send())
 
     def drop_all(self) -> int:
         """Reset every current connection on both sides; returns how many there were."""
