@@ -158,6 +158,8 @@ _NEVER_COMMITS = (
 _TRANSACTION_START = re.compile(
     rb"\s*(?:BEGIN(?:\s+WORK)?|START\s+TRANSACTION(?:\s+[A-Z ,]*)?)\s*;?\s*$"
 )
+_TABLELESS = (b"SELECT", b"SET", b"DO ", b"VALUES")
+_TABLE_WORDS = re.compile(rb"\b(?:FROM|INTO|JOIN|UPDATE|TABLE)\b")
 _PLAIN_ROLLBACK = re.compile(rb"\s*ROLLBACK(?:\s+WORK)?\s*;?\s*$")
 _UNSAFE_READ_WORDS = (
     b"FOR UPDATE",
@@ -258,6 +260,17 @@ def _cannot_commit(payload: bytes, stmt: PreparedStatement | None) -> bool:
         )
     whole = _words(sql)
     return whole.lstrip(b" \t\r\n(").startswith(_NEVER_COMMITS) and _one_statement(whole)
+
+
+def _uses_tables(command: int, payload: bytes) -> bool:
+    """Whether a statement may use tables, which is when MariaDB clears the diagnostics
+    area; `SELECT 'x'`, `SET ...` and `DO ...` leave the previous warnings readable."""
+    if command != COMMAND.COM_QUERY:
+        return True
+    whole = _words(payload[1:])
+    return not (
+        whole.lstrip(b" \t\r\n(").startswith(_TABLELESS) and not _TABLE_WORDS.search(whole)
+    )
 
 
 def _is_plain_rollback(payload: bytes) -> bool:
@@ -889,7 +902,12 @@ class ClientSession(asyncio.Protocol):
         cs = self.cs
         command = self._command[0]
         was_in_transaction = cs.in_transaction
-        cs.absorb(command, tracker, self._hints)
+        cs.absorb(
+            command,
+            tracker,
+            self._hints,
+            uses_tables="warnings" not in cs.pins or _uses_tables(command, self._command),
+        )
         if was_in_transaction and not cs.in_transaction:
             self.daemon.stats.inc("transactions")
         backend = self.backend

@@ -111,7 +111,7 @@ PIN_DESCRIPTIONS = {
     "variable": "a session variable bound to its connection",
     "cursor": "an open cursor",
     "found_rows": "SQL_CALC_FOUND_ROWS (for FOUND_ROWS())",
-    "warnings": "warnings of the last statement (for SHOW WARNINGS)",
+    "warnings": "diagnostics of the last statement (for SHOW WARNINGS/ERRORS)",
     "session_state": "session state reported by the server",
 }
 
@@ -208,7 +208,15 @@ class ClientState:
 
     # -- learning from an answer ---------------------------------------------------
 
-    def absorb(self, command: int, tracker: ResponseTracker, hints: StatementHints) -> None:
+    def absorb(
+        self,
+        command: int,
+        tracker: ResponseTracker,
+        hints: StatementHints,
+        uses_tables: bool = True,
+    ) -> None:
+        """Fold in one answer; ``uses_tables`` is False for a statement that leaves the
+        diagnostics area as it was (MariaDB clears it only for statements using tables)."""
         if tracker.status_flags:
             self.status_flags = tracker.status_flags & ~SERVER_STATUS.SERVER_MORE_RESULTS_EXISTS
         if hints.diagnostics:
@@ -216,7 +224,8 @@ class ClientState:
             # place (and may report a count of 0 while doing so): keep what pinned them.
             return
         for key in _PER_STATEMENT_PINS:
-            self.pins.pop(key, None)
+            if key != "warnings" or uses_tables or tracker.err is not None:
+                self.pins.pop(key, None)
         if command in (COMMAND.COM_QUERY, COMMAND.COM_STMT_EXECUTE) and tracker.err is None:
             if tracker.result_sets:
                 self.row_count = -1
@@ -226,7 +235,9 @@ class ClientState:
         ok = tracker.ok
         if ok is not None and ok.last_insert_id:
             self.last_insert_id = ok.last_insert_id
-        if tracker.warnings:
+        if tracker.warnings or tracker.err is not None:
+            # An error fills the diagnostics area too (SHOW ERRORS, @@error_count, GET
+            # DIAGNOSTICS, the CLI's --show-warnings): they must be read where it ran.
             self.pins["warnings"] = PIN_DESCRIPTIONS["warnings"]
         if command == COMMAND.COM_STMT_EXECUTE and (
             tracker.status_flags & SERVER_STATUS.SERVER_STATUS_CURSOR_EXISTS

@@ -1,0 +1,53 @@
+-- Errors with their number, SQLSTATE and message, and the session going on after each.
+CREATE TABLE er_parent (id INT PRIMARY KEY, name VARCHAR(5) NOT NULL UNIQUE) ENGINE=InnoDB;
+CREATE TABLE er_child (id INT PRIMARY KEY, parent_id INT,
+  CONSTRAINT er_fk FOREIGN KEY (parent_id) REFERENCES er_parent (id)) ENGINE=InnoDB;
+INSERT INTO er_parent VALUES (1, 'one');
+INSERT INTO er_parent VALUES (1, 'dup');
+-- The diagnostics area of a failed statement is the next statement's to read.
+SHOW WARNINGS;
+INSERT INTO er_parent VALUES (2, 'one');
+SELECT 'after duplicate keys' AS stage;
+SELECT no_such_column FROM er_parent;
+SELECT er_parent.id FROM er_parent ORDER BY no_such_column;
+SELECT * FROM er_no_such_table;
+SELEC 1;
+SHOW ERRORS;
+SELECT @@error_count, @@warning_count;
+SELECT 1 FROM;
+SELECT 'unterminated;
+';
+INSERT INTO er_parent VALUES (3, NULL);
+INSERT INTO er_parent VALUES (3, 'too long');
+INSERT INTO er_parent (id) VALUES (4);
+INSERT INTO er_child VALUES (1, 99);
+DELETE FROM er_parent WHERE id = 1;
+INSERT INTO er_child VALUES (1, 1);
+DELETE FROM er_parent WHERE id = 1;
+SELECT 1 + 'a' FROM er_parent WHERE id = 'b' ORDER BY id;
+SELECT CAST(1 AS UNSIGNED) - 2;
+SELECT 9223372036854775807 + 1;
+SELECT * FROM information_schema.no_such_view;
+USE er_no_such_database;
+SELECT DATABASE();
+CREATE TABLE er_parent (id INT);
+DROP TABLE er_no_such_table;
+CALL er_no_such_procedure();
+SELECT er_no_such_function(1);
+SET SESSION no_such_variable = 1;
+SET SESSION sql_mode = 'NO_SUCH_MODE';
+SET SESSION autocommit = 'maybe';
+SELECT @@no_such_variable;
+SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'raised by the script', MYSQL_ERRNO = 5555;
+SIGNAL SQLSTATE '02000';
+SIGNAL SQLSTATE 'HY000' SET MESSAGE_TEXT = 'non-ASCII: Grüße, Привет, 😀';
+SHOW WARNINGS;
+SELECT * FROM er_parent, er_child ORDER BY id;
+SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'read back', MYSQL_ERRNO = 5556;
+GET DIAGNOSTICS CONDITION 1 @er_state = RETURNED_SQLSTATE, @er_errno = MYSQL_ERRNO,
+  @er_text = MESSAGE_TEXT;
+SELECT @er_state, @er_errno, @er_text;
+SELECT 'the session goes on' AS stage, COUNT(*) FROM er_parent;
+SELECT * FROM er_parent ORDER BY id;
+SELECT * FROM er_child ORDER BY id;
+DROP TABLE er_child, er_parent;

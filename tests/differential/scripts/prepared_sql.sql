@@ -1,0 +1,38 @@
+-- Prepared statements in SQL: PREPARE, EXECUTE with parameters, DEALLOCATE, and errors.
+CREATE TABLE ps_t (id INT PRIMARY KEY, name VARCHAR(20), amount DECIMAL(8,2), at DATETIME(6));
+PREPARE ps_insert FROM 'INSERT INTO ps_t VALUES (?, ?, ?, ?)';
+SET @ps_id = 1, @ps_name = 'first', @ps_amount = 10.5, @ps_at = '2001-02-03 04:05:06.789';
+EXECUTE ps_insert USING @ps_id, @ps_name, @ps_amount, @ps_at;
+EXECUTE ps_insert USING 2, 'second', NULL, NULL;
+EXECUTE ps_insert USING 3, 'Grüße 😀', -0.01, '1999-12-31 23:59:59';
+EXECUTE ps_insert USING 1, 'duplicate', 0, NULL;
+EXECUTE ps_insert USING 4, 'too few';
+PREPARE ps_select FROM 'SELECT id, name, amount, at FROM ps_t WHERE id >= ? ORDER BY id';
+EXECUTE ps_select USING 2;
+SET @ps_from = 1;
+EXECUTE ps_select USING @ps_from;
+EXECUTE ps_select USING 100;
+SET @ps_sql = CONCAT('SELECT COUNT(*) AS n, SUM(amount) AS total FROM ', 'ps_t');
+PREPARE ps_dynamic FROM @ps_sql;
+EXECUTE ps_dynamic;
+EXECUTE ps_dynamic;
+-- Re-preparing a name replaces the statement.
+PREPARE ps_select FROM 'SELECT ? AS echoed, ? + 1 AS plus_one';
+EXECUTE ps_select USING 'text', 41;
+EXECUTE ps_select USING NULL, 1.5;
+PREPARE ps_bad FROM 'SELECT * FROM ps_no_such_table';
+PREPARE ps_syntax FROM 'SELEC 1';
+EXECUTE ps_syntax;
+PREPARE ps_warn FROM 'SELECT CAST(? AS SIGNED) AS n';
+EXECUTE ps_warn USING '12abc';
+SHOW WARNINGS;
+DEALLOCATE PREPARE ps_insert;
+EXECUTE ps_insert USING 5, 'gone', 0, NULL;
+DEALLOCATE PREPARE ps_dynamic;
+DROP PREPARE ps_select;
+DEALLOCATE PREPARE ps_warn;
+DEALLOCATE PREPARE ps_no_such_statement;
+EXECUTE IMMEDIATE 'SELECT ? * 2 AS doubled' USING 21;
+EXECUTE IMMEDIATE CONCAT('SELECT name FROM ps_t WHERE id = ', 3);
+SELECT * FROM ps_t ORDER BY id;
+DROP TABLE ps_t;

@@ -1,0 +1,24 @@
+-- div_precision_increment and group_concat_max_len set once hold for every later statement.
+CREATE TABLE sn_t (id INT PRIMARY KEY, word VARCHAR(10));
+INSERT INTO sn_t VALUES (1, 'alpha'), (2, 'beta'), (3, 'gamma'), (4, 'delta');
+SET div_precision_increment = 10;
+SELECT 1 / 3, 2 / 7;
+SELECT 'another statement' AS stage;
+SELECT 1 / 3 AS still_ten_places, @@div_precision_increment;
+SET div_precision_increment = 0;
+SELECT 1 / 3, 10 / 4;
+SET group_concat_max_len = 12;
+SELECT GROUP_CONCAT(word ORDER BY id) FROM sn_t;
+SELECT 'another statement' AS stage;
+SELECT GROUP_CONCAT(word ORDER BY id SEPARATOR '|') AS still_short, @@group_concat_max_len FROM sn_t;
+SET group_concat_max_len = 4;
+SELECT GROUP_CONCAT(word ORDER BY id) FROM sn_t;
+SET div_precision_increment = DEFAULT, group_concat_max_len = DEFAULT;
+SELECT 1 / 3, GROUP_CONCAT(word ORDER BY id) FROM sn_t;
+SET sql_select_limit = 2;
+SELECT id FROM sn_t ORDER BY id;
+SELECT 'another statement' AS stage;
+SELECT id FROM sn_t ORDER BY id DESC;
+SET sql_select_limit = DEFAULT;
+SELECT id FROM sn_t ORDER BY id;
+DROP TABLE sn_t;

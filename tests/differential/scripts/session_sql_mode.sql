@@ -1,0 +1,28 @@
+-- sql_mode set once changes parsing and data checks on every later statement.
+CREATE TABLE sm_t (id INT PRIMARY KEY, short VARCHAR(3), d DATE);
+SET sql_mode = 'ANSI_QUOTES,PIPES_AS_CONCAT,NO_ZERO_DATE';
+SELECT @@sql_mode;
+SELECT 'a' || 'b' AS piped;
+SELECT "id" FROM "sm_t" ORDER BY "id";
+INSERT INTO sm_t VALUES (1, 'truncated', '0000-00-00');
+SHOW WARNINGS;
+SELECT 'another statement' AS stage, 'x' || 'y';
+SET sql_mode = 'TRADITIONAL';
+SELECT @@sql_mode;
+INSERT INTO sm_t VALUES (2, 'truncated', '2001-01-01');
+SELECT 1 / 0;
+SELECT 'a' || 'b' AS or_not_concat;
+SET sql_mode = 'ORACLE';
+SELECT @@sql_mode;
+SELECT 'a' || NULL || 'b' AS oracle_concat;
+SET sql_mode = '';
+SELECT @@sql_mode;
+INSERT INTO sm_t VALUES (3, 'truncated', '2001-02-30');
+SELECT * FROM sm_t ORDER BY id;
+SELECT "a string" AS double_quoted;
+SET sql_mode = 'NO_BACKSLASH_ESCAPES';
+SELECT 'a\\b' AS raw_backslashes, LENGTH('a\\b');
+SELECT 'another statement' AS stage, LENGTH('a\\b');
+SET sql_mode = DEFAULT;
+SELECT @@sql_mode = @@global.sql_mode AS is_default, 'a\\b' AS escaped, LENGTH('a\\b');
+DROP TABLE sm_t;

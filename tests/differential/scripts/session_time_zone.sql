@@ -1,0 +1,23 @@
+-- time_zone set once holds for every later statement.
+CREATE TABLE tz_t (id INT PRIMARY KEY, ts TIMESTAMP NULL, dt DATETIME);
+SET time_zone = '+05:30';
+SELECT @@time_zone, FROM_UNIXTIME(0);
+INSERT INTO tz_t VALUES (1, '2001-01-01 00:00:00', '2001-01-01 00:00:00');
+SELECT 'another statement' AS stage;
+SELECT id, ts, dt, UNIX_TIMESTAMP(ts) FROM tz_t ORDER BY id;
+SELECT FROM_UNIXTIME(1000000000), UNIX_TIMESTAMP('2001-09-09 07:16:40');
+SET time_zone = '-08:00';
+SELECT @@time_zone, FROM_UNIXTIME(0);
+SELECT id, ts, dt, UNIX_TIMESTAMP(ts) FROM tz_t ORDER BY id;
+INSERT INTO tz_t VALUES (2, '2001-01-01 00:00:00', '2001-01-01 00:00:00');
+SELECT id, ts, UNIX_TIMESTAMP(ts) FROM tz_t ORDER BY id;
+SET time_zone = 'SYSTEM';
+SELECT @@time_zone;
+SET time_zone = '+00:00';
+SELECT id, ts, UNIX_TIMESTAMP(ts) FROM tz_t ORDER BY id;
+SELECT CONVERT_TZ('2001-01-01 12:00:00', '+00:00', '+09:00'), FROM_UNIXTIME(0);
+SET time_zone = 'Nowhere/Unknown';
+SELECT @@time_zone;
+SET time_zone = DEFAULT;
+SELECT @@time_zone = @@global.time_zone AS is_default;
+DROP TABLE tz_t;
