@@ -26,7 +26,7 @@ from typing import Any
 import mysql.connector
 import pytest
 
-from tests.integration.drivers import connector
+from tests.integration.drivers import connector, scalar
 from tests.support.mariadb import MariaDBServer
 from tests.support.processes import wait_until
 from tests.support.proxy import ProxydProcess
@@ -51,16 +51,6 @@ def proxy(proxyd: Callable[..., ProxydProcess], relay: TcpRelay) -> ProxydProces
     return proxyd({"pool": {"min_idle": 0, "ping_interval": "300ms"}}, backend=relay)
 
 
-def _scalar(conn: Any, sql: str) -> Any:
-    cur = conn.cursor()
-    try:
-        cur.execute(sql)
-        rows = cur.fetchall()
-    finally:
-        cur.close()
-    return rows[0][0] if rows else None
-
-
 def _open_transaction(proxy: ProxydProcess, table: str) -> tuple[Any, int]:
     """A client inside a transaction that inserted uid 1; and its server thread."""
     conn = connector(proxy.host, proxy.port, autocommit=True, connection_timeout=20)
@@ -68,7 +58,7 @@ def _open_transaction(proxy: ProxydProcess, table: str) -> tuple[Any, int]:
     cur.execute("START TRANSACTION")
     cur.execute(f"INSERT INTO {table} (uid) VALUES (1)")
     cur.close()
-    return conn, int(_scalar(conn, "SELECT @@pseudo_thread_id"))
+    return conn, int(scalar(conn, "SELECT @@pseudo_thread_id"))
 
 
 def _kill(mariadb: MariaDBServer, thread_id: int) -> None:
@@ -110,7 +100,7 @@ def _assert_nothing_applied_and_goes_on(conn: Any, mariadb: MariaDBServer, table
     assert mariadb.execute(f"SELECT uid FROM test.{table}") == [], (
         "a statement of the lost transaction was applied"
     )
-    assert int(_scalar(conn, "SELECT @@in_transaction")) == 0
+    assert int(scalar(conn, "SELECT @@in_transaction")) == 0
     cur = conn.cursor()
     cur.execute("START TRANSACTION")
     cur.execute(f"INSERT INTO {table} (uid) VALUES (3)")
@@ -134,7 +124,7 @@ def test_loss_noticed_before_the_next_command(
     assert wait_until(lambda: _loss_logged(proxy), timeout=10)
     # An idle server connection ready for the taking: the command must not go there.
     other = connector(proxy.host, proxy.port, autocommit=True)
-    assert _scalar(other, "SELECT 1") == 1
+    assert scalar(other, "SELECT 1") == 1
     thread, outcome = _run_in_thread(conn, statement.format(table=table))
     # A COMMIT answered OK here would acknowledge a transaction the server rolled back.
     _assert_lost_transaction(_answer(thread, outcome))
@@ -152,30 +142,40 @@ def test_rollback_after_a_noticed_loss_is_answered_ok(
     _assert_nothing_applied_and_goes_on(conn, mariadb, table)
 
 
-def test_command_arrives_before_the_close(
-    mariadb: MariaDBServer, proxy: ProxydProcess, relay: TcpRelay, table: str
-) -> None:
+def _held_close(
+    mariadb: MariaDBServer,
+    proxy: ProxydProcess,
+    relay: TcpRelay,
+    table: str,
+    statement: str,
+    meanwhile: Callable[[Any], None] = lambda conn: None,
+) -> tuple[Any, BaseException | None]:
+    """Open a transaction, KILL its server connection while the relay holds the close back,
+    run ``meanwhile``, send ``statement``, then let everything through; the client and the
+    error its statement got (None for an answer)."""
     conn, thread_id = _open_transaction(proxy, table)
     relay.blackhole()
     _kill(mariadb, thread_id)
-    thread, outcome = _run_in_thread(conn, f"INSERT INTO {table} (uid) VALUES (2)")
+    meanwhile(conn)
+    thread, outcome = _run_in_thread(conn, statement.format(table=table))
     thread.join(0.5)
     assert thread.is_alive() and not _loss_logged(proxy), "the relay did not hold the close"
     relay.forward()
-    _assert_lost_transaction(_answer(thread, outcome))
+    return conn, _answer(thread, outcome)
+
+
+def test_command_arrives_before_the_close(
+    mariadb: MariaDBServer, proxy: ProxydProcess, relay: TcpRelay, table: str
+) -> None:
+    conn, exc = _held_close(mariadb, proxy, relay, table, "INSERT INTO {table} (uid) VALUES (2)")
+    _assert_lost_transaction(exc)
     _assert_nothing_applied_and_goes_on(conn, mariadb, table)
 
 
 def test_commit_in_flight_when_the_connection_dies_is_of_unknown_outcome(
     mariadb: MariaDBServer, proxy: ProxydProcess, relay: TcpRelay, table: str
 ) -> None:
-    conn, thread_id = _open_transaction(proxy, table)
-    relay.blackhole()
-    _kill(mariadb, thread_id)
-    thread, outcome = _run_in_thread(conn, "COMMIT")
-    thread.join(0.5)
-    relay.forward()
-    exc = _answer(thread, outcome)
+    conn, exc = _held_close(mariadb, proxy, relay, table, "COMMIT")
     # The COMMIT may have reached the server before it died: "rolled back, retry it" could
     # have the application apply the transaction twice.
     assert isinstance(exc, mysql.connector.Error), repr(exc)
@@ -184,38 +184,37 @@ def test_commit_in_flight_when_the_connection_dies_is_of_unknown_outcome(
     _assert_nothing_applied_and_goes_on(conn, mariadb, table)
 
 
-def test_close_arrives_while_the_connection_is_brought_to_the_client_state(
-    mariadb: MariaDBServer, proxy: ProxydProcess, relay: TcpRelay, table: str
-) -> None:
-    conn, thread_id = _open_transaction(proxy, table)
-    relay.blackhole()
-    _kill(mariadb, thread_id)
+def _set_names_latin1(conn: Any) -> None:
     # Answered by proxyd itself; the next statement first replays it on the connection.
     cur = conn.cursor()
     cur.execute("SET NAMES latin1")
     cur.close()
-    thread, outcome = _run_in_thread(conn, f"INSERT INTO {table} (uid) VALUES (2)")
-    thread.join(0.5)
-    assert thread.is_alive()
-    relay.forward()
-    _assert_lost_transaction(_answer(thread, outcome))
+
+
+def test_close_arrives_while_the_connection_is_brought_to_the_client_state(
+    mariadb: MariaDBServer, proxy: ProxydProcess, relay: TcpRelay, table: str
+) -> None:
+    conn, exc = _held_close(
+        mariadb, proxy, relay, table, "INSERT INTO {table} (uid) VALUES (2)", _set_names_latin1
+    )
+    _assert_lost_transaction(exc)
     _assert_nothing_applied_and_goes_on(conn, mariadb, table)
 
 
 def test_close_arrives_while_a_janitor_ping_is_in_flight(
     mariadb: MariaDBServer, proxy: ProxydProcess, relay: TcpRelay, table: str
 ) -> None:
-    conn, thread_id = _open_transaction(proxy, table)
-    relay.blackhole()
-    _kill(mariadb, thread_id)
     # Idle past ping_interval (300ms): the janitor pings the held connection; the relay
     # holds that ping, so the client's command finds the connection busy with it.
-    threading.Event().wait(1.0)
-    thread, outcome = _run_in_thread(conn, f"INSERT INTO {table} (uid) VALUES (2)")
-    thread.join(0.5)
-    assert thread.is_alive()
-    relay.forward()
-    _assert_lost_transaction(_answer(thread, outcome))
+    conn, exc = _held_close(
+        mariadb,
+        proxy,
+        relay,
+        table,
+        "INSERT INTO {table} (uid) VALUES (2)",
+        lambda conn: threading.Event().wait(1.0),
+    )
+    _assert_lost_transaction(exc)
     _assert_nothing_applied_and_goes_on(conn, mariadb, table)
 
 
@@ -226,12 +225,12 @@ def test_lost_user_variables_are_reported_not_read_as_null(
     cur = conn.cursor()
     cur.execute("SET @balance = 42")
     cur.close()
-    _kill(mariadb, int(_scalar(conn, "SELECT @@pseudo_thread_id")))
+    _kill(mariadb, int(scalar(conn, "SELECT @@pseudo_thread_id")))
     assert wait_until(lambda: "user variables lost" in proxy.log_text(), timeout=10)
     with pytest.raises(mysql.connector.Error) as info:
-        _scalar(conn, "SELECT @balance")
+        scalar(conn, "SELECT @balance")
     assert info.value.errno == ER_UNKNOWN_ERROR, repr(info.value)
     assert "user variables" in info.value.msg and "not run" in info.value.msg, info.value.msg
     # Told once; the session goes on without the variable, as after a reconnect.
-    assert _scalar(conn, "SELECT @balance") is None
-    assert _scalar(conn, "SELECT 7") == 7
+    assert scalar(conn, "SELECT @balance") is None
+    assert scalar(conn, "SELECT 7") == 7

@@ -21,6 +21,7 @@ import pymysql
 import pymysql.cursors
 import pytest
 
+from tests.integration.drivers import scalar
 from tests.support.mariadb import MariaDBServer
 from tests.support.processes import wait_until
 from tests.support.proxy import ProxydProcess
@@ -42,19 +43,9 @@ def _connector(proxy: ProxydProcess) -> Any:
     )
 
 
-def _scalar(conn: Any, sql: str) -> Any:
-    cur = conn.cursor()
-    try:
-        cur.execute(sql)
-        rows = cur.fetchall()
-    finally:
-        cur.close()
-    return rows[0][0] if rows else None
-
-
 def _backend_of(conn: Any, mariadb: MariaDBServer) -> int:
     """The server thread serving `conn` right now (it must be held: inside a transaction)."""
-    thread_id = int(_scalar(conn, "SELECT @@pseudo_thread_id"))
+    thread_id = int(scalar(conn, "SELECT @@pseudo_thread_id"))
     assert thread_id in mariadb.connection_ids("app"), "the backend is not one of app's threads"
     return thread_id
 
@@ -72,7 +63,7 @@ def _assert_lost_transaction(exc: BaseException) -> None:
 
 def _assert_session_goes_on(conn: Any, mariadb: MariaDBServer, table: str, uid: int) -> None:
     """Out of the transaction, and a new one runs and commits."""
-    assert int(_scalar(conn, "SELECT @@in_transaction")) == 0
+    assert int(scalar(conn, "SELECT @@in_transaction")) == 0
     cur = conn.cursor()
     cur.execute("START TRANSACTION")
     cur.execute(f"INSERT INTO {table} (uid) VALUES ({uid})")

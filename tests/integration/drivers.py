@@ -140,6 +140,17 @@ def connector(host: str, port: int, **kw: Any) -> Any:
     return mysql.connector.connect(**params)
 
 
+def scalar(conn: Any, sql: str) -> Any:
+    """The first column of the first row of `sql` on a DB-API connection (None if no row)."""
+    cur = conn.cursor()
+    try:
+        cur.execute(sql)
+        rows = cur.fetchall()
+    finally:
+        cur.close()
+    return rows[0][0] if rows else None
+
+
 DRIVERS: dict[str, Callable[..., Client]] = {
     "pymysql": PyMySQLClient,
     "mysqlclient": MySQLdbClient,

@@ -181,15 +181,20 @@ def pymysql_outcome(sql: str, **kw: Any) -> Callable[[str, int], Outcome]:
     return run
 
 
-def connector_outcome(sql: str) -> Callable[[str, int], Outcome]:
+def _connector_run(
+    sql: str, params: tuple[Any, ...] | None
+) -> Callable[[str, int], Outcome]:
+    """mysql-connector, a text cursor (``params`` None) or a prepared one: every result set
+    of ``sql`` with its warning count, or the error; then a next statement must work."""
+
     def run(host: str, port: int) -> Outcome:
         conn = connector(host, port, read_timeout=READ_TIMEOUT, connection_timeout=READ_TIMEOUT)
         results: list[Any] = []
         error = None
         try:
-            cur = conn.cursor()
+            cur = conn.cursor(prepared=params is not None)
             try:
-                cur.execute(sql)
+                cur.execute(sql, params or ())
                 while True:
                     rows = cur.fetchall() if cur.with_rows else None
                     results.append((rows, cur.warning_count))
@@ -201,13 +206,17 @@ def connector_outcome(sql: str) -> Callable[[str, int], Outcome]:
                 error = (exc.errno, exc.sqlstate, exc.msg)
             except mysql.connector.Error as exc:
                 error = (exc.errno, exc.sqlstate, exc.msg)
-            _next_statement_works(cur)
             cur.close()
+            _next_statement_works(conn.cursor())
         finally:
             conn.close()
         return results, error
 
     return run
+
+
+def connector_outcome(sql: str) -> Callable[[str, int], Outcome]:
+    return _connector_run(sql, None)
 
 
 # --- text protocol ------------------------------------------------------------------------
@@ -261,32 +270,7 @@ def test_local_infile_between_results(
 
 
 def prepared_outcome(sql: str, params: tuple[Any, ...]) -> Callable[[str, int], Outcome]:
-    def run(host: str, port: int) -> Outcome:
-        conn = connector(host, port, read_timeout=READ_TIMEOUT, connection_timeout=READ_TIMEOUT)
-        results: list[Any] = []
-        error = None
-        try:
-            cur = conn.cursor(prepared=True)
-            try:
-                cur.execute(sql, params)
-                while True:
-                    rows = cur.fetchall() if cur.with_rows else None
-                    results.append((rows, cur.warning_count))
-                    if not cur.nextset():
-                        break
-            except mysql.connector.errors.OperationalError as exc:
-                if exc.errno in (2013, 2055):
-                    raise AssertionError(f"no answer: {exc}") from exc
-                error = (exc.errno, exc.sqlstate, exc.msg)
-            except mysql.connector.Error as exc:
-                error = (exc.errno, exc.sqlstate, exc.msg)
-            cur.close()
-            _next_statement_works(conn.cursor())
-        finally:
-            conn.close()
-        return results, error
-
-    return run
+    return _connector_run(sql, params)
 
 
 # The prepared cursor reads one result set and the answer's end, no more (a second result

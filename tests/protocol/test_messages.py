@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 
 import pytest
@@ -474,14 +475,7 @@ def test_mariadb_extended_capabilities_in_the_handshake_response() -> None:
     payload = build_handshake_response(mariadb)
     assert payload[28:32] == struct.pack("<I", MARIADB_CLIENT_EXTENDED_METADATA)
     assert parse_handshake_response(payload) == mariadb
-    mysql = HandshakeResponse41(
-        capability_flags=mariadb.capability_flags | CLIENT_MYSQL,
-        max_packet_size=1 << 24,
-        character_set=45,
-        username=b"app",
-        auth_response=b"\x01" * 20,
-        mariadb_capabilities=MARIADB_CLIENT_EXTENDED_METADATA,
-    )
+    mysql = dataclasses.replace(mariadb, capability_flags=mariadb.capability_flags | CLIENT_MYSQL)
     payload = build_handshake_response(mysql)
     assert payload[28:32] == bytes(4)
     garbled = payload[:28] + b"\xff" * 4 + payload[32:]
