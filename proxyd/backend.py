@@ -246,7 +246,10 @@ class BackendConnection(asyncio.Protocol):
         out = tracker.take_output()
         sink = self._sink
         if sink is not None and out:
-            sink.writelines(out)
+            if len(out) == 1:
+                sink.write(out[0])
+            else:
+                sink.writelines(out)
             if self.stats is not None:
                 self.stats.counters["bytes_sent"] += len(data)
 

@@ -172,6 +172,10 @@ _UNSAFE_READ_WORDS = (
 
 
 class State(enum.Enum):
+    # Members are singletons: hash them as objects, in C, not by name in Python (a
+    # TRANSITIONS lookup happens twice per statement).
+    __hash__ = object.__hash__
+
     AUTHENTICATING = "authenticating"
     IDLE = "idle"
     ACQUIRING = "acquiring"  # waiting for a backend, or bringing it to our state

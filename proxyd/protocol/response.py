@@ -47,14 +47,12 @@ from proxyd.protocol.constants import (
 )
 from proxyd.protocol.errors import ProtocolError
 from proxyd.protocol.messages import (
-    EofPacket,
     ErrPacket,
     OkPacket,
     StateChange,
     StmtPrepareOk,
     build_eof,
     build_ok,
-    parse_eof,
     parse_err,
     parse_ok,
     parse_session_state,
@@ -250,7 +248,8 @@ class ResponseTracker:
                 pos += need
         end = pos
         if end > emit_from:
-            out.append(mv[emit_from:end])
+            # Most answers arrive whole in one chunk: pass that chunk on as it came.
+            out.append(data if emit_from == 0 and end == n else mv[emit_from:end])
         return bytes(mv[end:]) if end < n else b""
 
     def _bytes_needed(self, view: bytes | bytearray | memoryview) -> int:
@@ -310,7 +309,7 @@ class ResponseTracker:
             elif first == 0xFB:
                 self.state = INFILE
             else:
-                count = Reader(payload).lenenc_int()
+                count = first if first < 0xFB else Reader(payload).lenenc_int()
                 if count == 0:
                     raise ProtocolError("result set with zero columns")
                 self._columns = count
@@ -320,11 +319,10 @@ class ResponseTracker:
         elif state == COLUMNS_EOF:
             if first != 0xFE:
                 raise ProtocolError("expected EOF after column definitions")
-            columns_eof = parse_eof(payload)
-            status = columns_eof.status_flags
+            warnings, status = _eof_fields(payload)
             self.status_flags = status
             self.state = DONE if self._opens_cursor(status) else ROWS
-            return self._eof_for_client(columns_eof, seq)
+            return self._eof_for_client(warnings, status, seq)
         elif state == SIMPLE:
             if first == 0xFF:
                 self._error(payload)
@@ -371,16 +369,16 @@ class ResponseTracker:
             and not status & SERVER_STATUS.SERVER_MORE_RESULTS_EXISTS
         )
 
-    def _eof_for_client(self, eof: EofPacket, seq: int) -> bytes | None:
+    def _eof_for_client(self, warnings: int, status: int, seq: int) -> bytes | None:
         """The EOF without SERVER_SESSION_STATE_CHANGED, for a client that tracks nothing.
 
         The server flags a change of session state in the status of every packet
         that has one, EOFs included (SET STATEMENT ... FOR CALL), but only on a
         connection with CLIENT_SESSION_TRACK: the client would never see it.
         """
-        if not (self._strip_tracking and eof.status_flags & SERVER_SESSION_STATE_CHANGED):
+        if not (self._strip_tracking and status & SERVER_SESSION_STATE_CHANGED):
             return None
-        body = build_eof(eof.status_flags & ~SERVER_SESSION_STATE_CHANGED, eof.warnings)
+        body = build_eof(status & ~SERVER_SESSION_STATE_CHANGED, warnings)
         return packet_header(len(body), seq) + body
 
     def _error(self, payload: bytes | bytearray | memoryview) -> None:
@@ -391,10 +389,9 @@ class ResponseTracker:
         """An OK, or an EOF ending rows; decide whether another result follows."""
         replacement = None
         if len(payload) == 5 and payload[0] == 0xFE:
-            eof = parse_eof(payload)
-            status = eof.status_flags
-            self.warnings = eof.warnings
-            replacement = self._eof_for_client(eof, seq)
+            warnings, status = _eof_fields(payload)
+            self.warnings = warnings
+            replacement = self._eof_for_client(warnings, status, seq)
         else:
             ok = parse_ok(payload, self.capabilities)
             self.ok = ok
@@ -411,3 +408,10 @@ class ResponseTracker:
         else:
             self.state = DONE
         return replacement
+
+
+def _eof_fields(payload: bytes) -> tuple[int, int]:
+    """An EOF's warnings and status flags (one per answer on the hot path: no object)."""
+    if len(payload) < 5:
+        return 0, 0
+    return payload[1] | payload[2] << 8, payload[3] | payload[4] << 8
