@@ -222,16 +222,20 @@ def report(results: dict[str, dict[str, Tally]], as_json: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    pool_size = max(args.threads, args.pool_size)
+    pool_size = args.pool_size
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else print
     say(
         f"sysbench {', '.join(args.workloads)}: {args.threads} threads, --db-ps-mode="
         f"{args.ps_mode}, {args.tables} tables x {args.table_size} rows, {args.rounds} rounds x "
         f"{args.time:g} s per target; proxyd: transaction pooling, max_size {pool_size}"
     )
-    with MariaDBServer({"max_connections": 4 * pool_size + 100}) as server:
+    with MariaDBServer({"max_connections": 2 * args.threads + pool_size + 100}) as server:
         overrides = {
-            "pool": {"mode": "transaction", "max_size": pool_size, "min_idle": args.threads},
+            "pool": {
+                "mode": "transaction",
+                "max_size": pool_size,
+                "min_idle": min(args.threads, pool_size),
+            },
             "log": {"level": "warning"},
         }
         relay_proc, relay = start_relay(server)
