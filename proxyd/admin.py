@@ -34,9 +34,9 @@ import logging
 import platform
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from proxyd import __version__
 from proxyd.config import Config, redacted
@@ -55,11 +55,50 @@ from proxyd.protocol.messages import (
 )
 from proxyd.protocol.packets import PacketReader, encode_packet
 from proxyd.protocol.resultset import encode_text_result
+from proxyd.registry import PoolSummary, ReloadResult
 
 if TYPE_CHECKING:
     from proxyd.backend import BackendConnection
-    from proxyd.daemon import Daemon
+    from proxyd.frontend import ClientSession
+    from proxyd.metrics import Stats
     from proxyd.pool import Pool
+
+
+class ServerInfo(Protocol):
+    version: bytes | None
+
+
+class Operated(Protocol):
+    """What the console reads and drives of the running daemon, which passes itself."""
+
+    stats: Stats
+    config: Config
+    admin_sessions: set[AdminSession]
+
+    @property
+    def server(self) -> ServerInfo: ...
+
+    @property
+    def sessions(self) -> Collection[ClientSession]: ...
+
+    def uptime(self) -> float: ...
+
+    async def reload(self) -> ReloadResult: ...
+
+    async def pause(self) -> str: ...
+
+    def resume(self) -> str: ...
+
+    def reconnect(self) -> int: ...
+
+    def kill_client(self, session_id: int) -> bool: ...
+
+    def request_shutdown(self) -> None: ...
+
+    def all_pools(self) -> list[Pool]: ...
+
+    def pool_summaries(self) -> list[PoolSummary]: ...
+
 
 __all__ = ["AdminSession", "Console", "Done", "Failed", "ResultSet", "flatten_config"]
 
@@ -175,7 +214,7 @@ def normalise(sql: str) -> str:
 class Console:
     """The admin statements: each returns an Answer; no I/O."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Operated) -> None:
         self.daemon = daemon
         self._statements: dict[str, Callable[[], Awaitable[Answer]]] = {
             "SHOW POOLS": self.show_pools,
@@ -392,7 +431,7 @@ def _retiring(pool: Pool, conn: BackendConnection) -> bool:
 class AdminSession(asyncio.Protocol):
     """One admin connection: log in, then one statement at a time."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Operated) -> None:
         self.daemon = daemon
         self.console = Console(daemon)
         self.transport: asyncio.Transport | None = None

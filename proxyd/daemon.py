@@ -33,7 +33,6 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from proxyd.admin import AdminSession, flatten_config
@@ -49,6 +48,7 @@ from proxyd.frontend import DEFAULT_SERVER_VERSION, ClientSession, State
 from proxyd.logs import reconfigure
 from proxyd.metrics import DaemonCollector, MetricsHTTP, Stats
 from proxyd.pool import Pool, Server
+from proxyd.registry import PoolSummary, ReloadResult
 from proxyd.sdnotify import Notifier
 
 log = logging.getLogger("proxyd.daemon")
@@ -61,29 +61,6 @@ _ABNORMAL_RECYCLES = frozenset({"killed", "server_closed", "ping_failed"})
 
 # Which listener serves what: clients, the admin console, the metrics endpoint.
 CLIENT, ADMIN, METRICS = "listen", "admin.listen", "metrics.listen"
-
-
-@dataclass(frozen=True, slots=True)
-class PoolSummary:
-    """One pool as SHOW POOLS and the metrics see it."""
-
-    user: str
-    mode: str
-    clients_active: int  # holding a backend or running a command
-    clients_waiting: int  # waiting for a backend (or held by PAUSE)
-    clients_idle: int
-    backends_active: int  # lent out, or busy with a ping or reset
-    backends_idle: int
-    backends_connecting: int
-    backends_max: int
-    longest_wait: float  # seconds the longest current waiter has waited
-    removed: bool  # the user is gone from the config; the pool drains with its clients
-
-
-@dataclass(frozen=True, slots=True)
-class ReloadResult:
-    ok: bool
-    message: str
 
 
 class Daemon:

@@ -26,7 +26,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from proxyd.backend import (
     MARIADB_PROFILE_CAPABILITIES,
@@ -63,8 +63,30 @@ from proxyd.session_state import ClientState, PreparedStatement, charset_id
 from proxyd.sqlhints import NO_HINTS, analyse, replace_connection_id, replace_previous_results
 
 if TYPE_CHECKING:
-    from proxyd.daemon import Daemon
-    from proxyd.pool import Pool
+    from proxyd.config import Config
+    from proxyd.metrics import Stats
+    from proxyd.pool import Pool, Server
+
+
+class Host(Protocol):
+    """What a client session uses of the running daemon, which passes itself."""
+
+    stats: Stats
+    config: Config
+    sessions: set[ClientSession]
+    server: Server
+    pools: dict[str, Pool]
+    accepting: bool
+
+    @property
+    def paused(self) -> bool: ...
+
+    async def wait_unpaused(self) -> None: ...
+
+    def server_version(self) -> bytes: ...
+
+    def server_charset(self) -> int: ...
+
 
 log = logging.getLogger("proxyd.frontend")
 
@@ -284,7 +306,7 @@ def _is_plain_rollback(payload: bytes) -> bool:
 class ClientSession(asyncio.Protocol):
     """One client connection; see the module docstring."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Host) -> None:
         self.daemon = daemon
         self.id = next(_session_ids)
         self.state = State.AUTHENTICATING

@@ -20,8 +20,8 @@ import bisect
 import collections
 import itertools
 import logging
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Collection, Iterator, Sequence
+from typing import Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -40,9 +40,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from proxyd import __version__
-
-if TYPE_CHECKING:
-    from proxyd.daemon import Daemon
+from proxyd.registry import PoolSummary
 
 __all__ = ["COUNTERS", "RECYCLE_REASONS", "DaemonCollector", "MetricsHTTP", "Stats"]
 
@@ -185,10 +183,34 @@ class Stats:
         return counts
 
 
+class ServerHealth(Protocol):
+    up: bool
+    last_error: str
+
+
+class Observed(Protocol):
+    """What the metrics read of the running daemon, which passes itself."""
+
+    stats: Stats
+
+    @property
+    def server(self) -> ServerHealth: ...
+
+    @property
+    def sessions(self) -> Collection[object]: ...
+
+    @property
+    def paused(self) -> bool: ...
+
+    def readiness(self) -> tuple[bool, str]: ...
+
+    def pool_summaries(self) -> list[PoolSummary]: ...
+
+
 class DaemonCollector:
     """Reads the daemon's counters and live state when Prometheus scrapes."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Observed) -> None:
         self.daemon = daemon
 
     def describe(self) -> list[Metric]:
@@ -268,7 +290,7 @@ _TEXT = "text/plain; charset=utf-8"
 class MetricsHTTP(asyncio.Protocol):
     """One HTTP connection on metrics.listen: read one request, answer it, close."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Observed) -> None:
         self.daemon = daemon
         self.transport: asyncio.Transport | None = None
         self._buffer = bytearray()
