@@ -23,7 +23,6 @@ import asyncio
 import enum
 import itertools
 import logging
-import re
 import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -61,6 +60,7 @@ from proxyd.protocol.packets import PacketReader, Reader, encode_packet
 from proxyd.protocol.response import ResponseTracker
 from proxyd.session_state import ClientState, PreparedStatement, charset_id
 from proxyd.sqlhints import NO_HINTS, analyse, replace_connection_id, replace_previous_results
+from proxyd.statements import cannot_commit, is_plain_rollback, is_retry_safe, uses_tables
 
 if TYPE_CHECKING:
     from proxyd.config import Config
@@ -145,54 +145,6 @@ REFUSED_COMMANDS = frozenset(
         COMMAND.COM_DAEMON,
     )
 )
-# Statements that cannot change data: safe to run again on a new backend when
-# the old one died before answering.
-_READ_ONLY_PREFIXES = (
-    b"SELECT",
-    b"SHOW",
-    b"DESCRIBE",
-    b"DESC",
-    b"EXPLAIN",
-    b"HELP",
-    b"SET",
-    b"USE",
-)
-_STRING_LITERAL = re.compile(rb"'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.|\"\")*\"", re.S)
-# Statements that never commit: a transaction lost while one of them ran was rolled back.
-# Anything else (COMMIT, DDL, SET autocommit, BEGIN, CALL...) may have committed it.
-_NEVER_COMMITS = (
-    b"SELECT",
-    b"INSERT",
-    b"UPDATE",
-    b"DELETE",
-    b"REPLACE",
-    b"SAVEPOINT",
-    b"RELEASE SAVEPOINT",
-    b"ROLLBACK",
-    b"SHOW",
-    b"DESCRIBE",
-    b"DESC",
-    b"EXPLAIN",
-    b"WITH",
-    b"VALUES",
-    b"DO ",
-)
-_TRANSACTION_START = re.compile(
-    rb"\s*(?:BEGIN(?:\s+WORK)?|START\s+TRANSACTION(?:\s+[A-Z ,]*)?)\s*;?\s*$"
-)
-_TABLELESS = (b"SELECT", b"SET", b"DO ", b"VALUES")
-_TABLE_WORDS = re.compile(rb"\b(?:FROM|INTO|JOIN|UPDATE|TABLE)\b")
-_PLAIN_ROLLBACK = re.compile(rb"\s*ROLLBACK(?:\s+WORK)?\s*;?\s*$")
-_UNSAFE_READ_WORDS = (
-    b"FOR UPDATE",
-    b"LOCK IN SHARE MODE",
-    b"INTO",
-    b"GET_LOCK",
-    b"SLEEP(",
-    b"NEXTVAL",
-)
-
-
 class State(enum.Enum):
     # Members are singletons: hash them as objects, in C, not by name in Python (a
     # TRANSITIONS lookup happens twice per statement).
@@ -221,86 +173,6 @@ RETRY_PAUSE = 0.05  # before the first re-run; doubles for each further one
 MAX_LOGIN_PACKET = 64 * 1024
 MAX_CHANGE_USER_FAILURES = 3  # then COM_CHANGE_USER is refused on that connection
 CHANGE_USER_FAILURE_PAUSE = 1.0  # the server's own pause before answering a failure
-
-
-def _words(sql: bytes) -> bytes:
-    """The statement in upper case with string literals emptied: words inside literals
-    ('into the dark') say nothing about the statement."""
-    return _STRING_LITERAL.sub(b"''", bytes(sql)).upper()
-
-
-def _one_statement(words: bytes) -> bool:
-    return b";" not in words.rstrip(b"; \t\r\n")
-
-
-def _is_read_only(sql: bytes) -> bool:
-    """A statement that changes no data, so it may run again on another connection."""
-    whole = _words(sql)
-    text = whole.lstrip(b" \t\r\n(")
-    if not text.startswith(_READ_ONLY_PREFIXES):
-        return False
-    if text.startswith(b"SET") and (b"@" in text.split(b"=", 1)[0].replace(b"@@", b"")):
-        return False  # user variables: retried state would pin anyway
-    return not any(word in whole for word in _UNSAFE_READ_WORDS) and _one_statement(whole)
-
-
-def _is_retry_safe(payload: bytes, stmt: PreparedStatement | None) -> bool:
-    """A command that changes no data if it ran, so it may run again elsewhere.
-
-    Only asked of a session outside a transaction: there BEGIN changes nothing either
-    (inside one it would commit the transaction first).
-    """
-    command = payload[0]
-    if command in (
-        COMMAND.COM_PING,
-        COMMAND.COM_INIT_DB,
-        COMMAND.COM_STMT_PREPARE,
-        COMMAND.COM_FIELD_LIST,
-        COMMAND.COM_STATISTICS,
-    ):
-        return True
-    if command == COMMAND.COM_QUERY:
-        return _is_read_only(payload[1:]) or bool(_TRANSACTION_START.match(_words(payload[1:])))
-    if command == COMMAND.COM_STMT_EXECUTE and stmt is not None:
-        # The text is proxyd's from the prepare; the re-run prepares it again if needed.
-        return _is_read_only(stmt.sql)
-    return False
-
-
-def _cannot_commit(payload: bytes, stmt: PreparedStatement | None) -> bool:
-    """A command that cannot end a transaction with a commit (explicit or implicit), so a
-    transaction lost while it ran was certainly rolled back."""
-    command = payload[0]
-    if command == COMMAND.COM_QUERY:
-        sql = payload[1:]
-    elif command == COMMAND.COM_STMT_EXECUTE and stmt is not None:
-        sql = stmt.sql
-    else:
-        return command in (
-            COMMAND.COM_PING,
-            COMMAND.COM_INIT_DB,
-            COMMAND.COM_STMT_PREPARE,
-            COMMAND.COM_STMT_FETCH,
-            COMMAND.COM_FIELD_LIST,
-            COMMAND.COM_STATISTICS,
-        )
-    whole = _words(sql)
-    return whole.lstrip(b" \t\r\n(").startswith(_NEVER_COMMITS) and _one_statement(whole)
-
-
-def _uses_tables(command: int, payload: bytes) -> bool:
-    """Whether a statement may use tables, which is when MariaDB clears the diagnostics
-    area; `SELECT 'x'`, `SET ...` and `DO ...` leave the previous warnings readable."""
-    if command != COMMAND.COM_QUERY:
-        return True
-    whole = _words(payload[1:])
-    return not (
-        whole.lstrip(b" \t\r\n(").startswith(_TABLELESS) and not _TABLE_WORDS.search(whole)
-    )
-
-
-def _is_plain_rollback(payload: bytes) -> bool:
-    return payload[0] == COMMAND.COM_QUERY and bool(_PLAIN_ROLLBACK.match(_words(payload[1:])))
 
 
 class ClientSession(asyncio.Protocol):
@@ -722,7 +594,7 @@ class ClientSession(asyncio.Protocol):
             return False
         self._loss = None
         self.daemon.stats.inc("errors_passed_on")
-        if loss is _LOST_TRANSACTION and _is_plain_rollback(self._command):
+        if loss is _LOST_TRANSACTION and is_plain_rollback(self._command):
             # What the client asks for has happened: the server rolled it back.
             loss = self._ok()
         if self.state is State.IDLE:
@@ -932,7 +804,7 @@ class ClientSession(asyncio.Protocol):
             command,
             tracker,
             self._hints,
-            uses_tables="warnings" not in cs.pins or _uses_tables(command, self._command),
+            uses_tables="warnings" not in cs.pins or uses_tables(command, self._command),
         )
         if was_in_transaction and not cs.in_transaction:
             self.daemon.stats.inc("transactions")
@@ -1118,9 +990,10 @@ class ClientSession(asyncio.Protocol):
         cs = self.cs
         was_in_trans = cs.in_transaction
         command, stmt = self._command, self._stmt
+        prepared = stmt.sql if stmt is not None else None
         # An answer proxyd could not follow would fail the same way again: not re-run.
         garbled = reason.startswith(PROTOCOL_ERROR)
-        if nothing_sent and not cs.bound and not garbled and _is_retry_safe(command, stmt):
+        if nothing_sent and not cs.bound and not garbled and is_retry_safe(command, prepared):
             # retry.max_attempts counts tries in total, the first included.
             retry = self.daemon.config.retry
             now = time.monotonic()
@@ -1145,9 +1018,9 @@ class ClientSession(asyncio.Protocol):
             stmt.long_data.clear()
         lost = cs.lose_backend()
         also = f"; lost with it: {lost}" if lost and not was_in_trans else ""
-        if was_in_trans and nothing_sent and _is_plain_rollback(command):
+        if was_in_trans and nothing_sent and is_plain_rollback(command):
             err = self._ok()  # rolled back either way
-        elif was_in_trans and _cannot_commit(command, stmt):
+        elif was_in_trans and cannot_commit(command, prepared):
             err = _LOST_TRANSACTION
         elif was_in_trans:
             # A COMMIT (or a statement that commits implicitly) whose answer never came:
