@@ -49,7 +49,7 @@ from proxyd.protocol.messages import (
 from proxyd.protocol.packets import PacketReader, encode_packet
 from proxyd.protocol.response import ResponseTracker
 from proxyd.protocol.resultset import decode_text_result
-from proxyd.session_state import CHARSET_VARIABLES, UNMOVABLE_VARIABLES
+from proxyd.variables import CHARSET_VARIABLES, UNMOVABLE_VARIABLES
 
 if TYPE_CHECKING:
     from proxyd.config import Address

@@ -22,7 +22,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from proxyd.backend import BackendConnection, BackendError, BackendGone, open_backend
 from proxyd.config import BackendConfig, PoolConfig, UserConfig
@@ -30,8 +30,13 @@ from proxyd.metrics import Stats
 from proxyd.protocol.messages import ErrPacket
 from proxyd.protocol.response import ResponseTracker
 
-if TYPE_CHECKING:
-    from proxyd.session_state import ClientState
+
+class SessionShape(Protocol):
+    """What take_idle() compares of a client's session with a connection's."""
+
+    schema: bytes | None
+    charset: int
+    vars: dict[bytes, bytes]
 
 log = logging.getLogger("proxyd.pool")
 
@@ -187,7 +192,7 @@ class Pool:
 
     # -- hand-out ----------------------------------------------------------------
 
-    def take_idle(self, profile: int, want: ClientState | None = None) -> BackendConnection | None:
+    def take_idle(self, profile: int, want: SessionShape | None = None) -> BackendConnection | None:
         """An idle connection ready right now, or None (no waiting, no I/O).
 
         Prefers, among the most recently used, one whose server session already matches

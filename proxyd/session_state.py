@@ -44,31 +44,7 @@ from proxyd.protocol.constants import (
 from proxyd.protocol.messages import StateChange
 from proxyd.protocol.response import ResponseTracker
 from proxyd.sqlhints import NO_HINTS, StatementHints
-
-# Variables whose value cannot be replayed on another connection.
-UNMOVABLE_VARIABLES = frozenset(
-    (
-        b"insert_id",
-        b"identity",
-        b"timestamp",
-        b"rand_seed1",
-        b"rand_seed2",
-        b"pseudo_thread_id",
-        b"gtid_seq_no",
-        b"gtid_domain_id",
-        b"server_id",
-        b"sql_log_bin",
-        b"skip_replication",
-    )
-)
-CHARSET_VARIABLES = frozenset(
-    (
-        b"character_set_client",
-        b"character_set_connection",
-        b"character_set_results",
-        b"collation_connection",
-    )
-)
+from proxyd.variables import CHARSET_VARIABLES, UNMOVABLE_VARIABLES
 
 
 @functools.cache
