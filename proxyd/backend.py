@@ -729,7 +729,8 @@ class BackendConnection(asyncio.Protocol):
         self.last_active = time.monotonic()
         if tracker.status_flags:
             self.status_flags = tracker.status_flags
-        self._learn(tracker.state_changes)
+        if tracker.state_changes:
+            self._learn(tracker.state_changes)
         if done is not None:
             try:
                 done(tracker)

@@ -135,7 +135,7 @@ class ClientState:
     @property
     def holds_state(self) -> bool:
         """Pinned by state whose loss must be told to the client (not SOFT_PINS)."""
-        return any(key not in SOFT_PINS for key in self.pins)
+        return bool(self.pins) and any(key not in SOFT_PINS for key in self.pins)
 
     @property
     def bound(self) -> bool:
