@@ -22,10 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from pymysql.charset import charset_by_id
 
-from proxyd.protocol import auth
 from proxyd.protocol.constants import (
     CLIENT,
-    CLIENT_MYSQL,
     COM_RESET_CONNECTION,
     COMMAND,
     MARIADB_CLIENT_EXTENDED_METADATA,
@@ -34,16 +32,13 @@ from proxyd.protocol.constants import (
     SESSION_TRACK_SYSTEM_VARIABLES,
 )
 from proxyd.protocol.errors import ProtocolError
+from proxyd.protocol.login import ClientLogin, LoginRefused
 from proxyd.protocol.messages import (
     ErrPacket,
-    HandshakeResponse41,
     OkPacket,
     StateChange,
     build_command,
-    build_handshake_response,
-    parse_auth_switch_request,
     parse_err,
-    parse_handshake_v10,
     parse_stmt_prepare_ok,
 )
 from proxyd.protocol.packets import PacketReader, encode_packet
@@ -392,87 +387,36 @@ class BackendConnection(asyncio.Protocol):
         await self.setup_session()
 
     async def _authenticate(self) -> None:
+        login = ClientLogin(
+            self.user,
+            self._password,
+            self.charset,
+            self.schema,
+            (BASE_CAPABILITIES | self.profile) & 0xFFFFFFFF,
+            self.profile >> 32,
+            {b"_client_name": b"proxyd", b"program_name": b"proxyd"},
+        )
         seq, payload = await self._read_packet()
         try:
-            greeting = parse_handshake_v10(payload)
+            self._send(login.greeting(payload), seq + 1)
+            greeting = login.server
+            assert greeting is not None
+            self.server_version = greeting.server_version
+            self.server_charset = greeting.character_set
+            self.server_mariadb_capabilities = login.server_mariadb_capabilities
+            self.thread_id = greeting.connection_id
+            self.server_capabilities = greeting.capability_flags
+            self.status_flags = greeting.status_flags
+            self.capabilities = login.capabilities
+            self.multi_statements = bool(login.capabilities & CLIENT.MULTI_STATEMENTS)
+            while not login.done:
+                seq, payload = await self._read_packet()
+                for answer in login.receive(payload):
+                    self._send(answer, seq + 1)
+        except LoginRefused as exc:
+            raise BackendError(str(exc), exc.err) from None
         except ProtocolError as exc:
-            if payload[:1] == b"\xff":
-                err = parse_err(payload)
-                raise BackendError(
-                    f"server refused: {err.message.decode(errors='replace')}", err
-                ) from None
-            raise BackendError(f"bad greeting from server: {exc}") from None
-        self.server_version = greeting.server_version
-        self.server_charset = greeting.character_set
-        self.thread_id = greeting.connection_id
-        self.server_capabilities = greeting.capability_flags
-        self.status_flags = greeting.status_flags
-        if not greeting.capability_flags & CLIENT.PROTOCOL_41:
-            raise BackendError("server does not speak protocol 4.1")
-        caps = (BASE_CAPABILITIES | self.profile) & greeting.capability_flags
-        mariadb_caps = 0
-        if not greeting.capability_flags & CLIENT_MYSQL:
-            self.server_mariadb_capabilities = greeting.mariadb_capabilities
-            mariadb_caps = (self.profile >> 32) & greeting.mariadb_capabilities
-        if mariadb_caps:
-            caps &= ~CLIENT_MYSQL  # says the reserved bytes hold MariaDB's capabilities
-        if self.schema:
-            caps |= CLIENT.CONNECT_WITH_DB
-        self.capabilities = caps
-        self.multi_statements = bool(caps & CLIENT.MULTI_STATEMENTS)
-        scramble = greeting.auth_plugin_data
-        plugin = greeting.auth_plugin_name
-        response = self._auth_response(plugin, scramble)
-        hello = HandshakeResponse41(
-            capability_flags=caps,
-            max_packet_size=1 << 30,
-            character_set=self.charset & 0xFF,
-            username=self.user,
-            auth_response=response,
-            database=self.schema,
-            auth_plugin_name=plugin,
-            connect_attrs={b"_client_name": b"proxyd", b"program_name": b"proxyd"},
-            mariadb_capabilities=mariadb_caps,
-        )
-        self._send(build_handshake_response(hello), seq + 1)
-        while True:
-            seq, payload = await self._read_packet()
-            head = payload[:1]
-            if head == b"\x00":
-                return
-            if head == b"\xff":
-                err = parse_err(payload)
-                raise BackendError(
-                    f"server refused login as {self.user.decode(errors='replace')}: "
-                    f"{err.error_code} {err.message.decode(errors='replace')}",
-                    err,
-                )
-            if head == b"\xfe":
-                switch = parse_auth_switch_request(payload)
-                plugin, scramble = switch.plugin_name, switch.plugin_data
-                self._send(self._auth_response(plugin, scramble), seq + 1)
-            elif head == b"\x01" and plugin == auth.CACHING_SHA2_PASSWORD:
-                data = payload[1:]
-                if data == auth.SHA2_FAST_AUTH_OK:
-                    continue
-                if data == auth.SHA2_PERFORM_FULL_AUTH:
-                    self._send(auth.SHA2_REQUEST_PUBLIC_KEY, seq + 1)
-                elif data.startswith(b"-----BEGIN"):
-                    encrypted = auth.rsa_encrypt_password(self._password, scramble, data)
-                    self._send(encrypted, seq + 1)
-                else:
-                    raise BackendError("unexpected caching_sha2_password exchange")
-            else:
-                raise BackendError(f"unexpected packet during login: {payload[:1]!r}")
-
-    def _auth_response(self, plugin: bytes, scramble: bytes) -> bytes:
-        if plugin == auth.NATIVE_PASSWORD:
-            return auth.scramble_native(self._password, scramble)
-        if plugin == auth.CACHING_SHA2_PASSWORD:
-            return auth.scramble_caching_sha2(self._password, scramble)
-        raise BackendError(
-            f"server asks for unsupported auth plugin {plugin.decode(errors='replace')}"
-        )
+            raise BackendError(f"during login: {exc}") from None
 
     async def setup_session(self) -> None:
         """Switch on session tracking and learn this session's wait_timeout."""

@@ -1,4 +1,6 @@
-"""The server side of the connection phase, sans I/O: checking a client's password.
+"""The connection phase, sans I/O: both sides of a login.
+
+ServerLogin is the server side: checking a client's password.
 
 proxyd plays the server twice, for applications (frontend) and for operators
 (admin console), and both check passwords the same way: the scramble answer
@@ -6,7 +8,8 @@ of mysql_native_password, or the fast path of caching_sha2_password (proxyd
 knows the password, so a fast-path answer can always be checked), and an
 AuthSwitchRequest to mysql_native_password for any other plugin. ServerLogin
 holds that exchange; the caller writes what ``take_output`` returns and then
-its own OK or ERR with sequence id ``next_seq``.
+its own OK or ERR with sequence id ``next_seq``. ClientLogin is proxyd logging in to
+a server (see its docstring).
 https://dev.mysql.com/doc/dev/mysql-server/latest/page_protocol_connection_phase.html
 """
 
@@ -16,7 +19,19 @@ import enum
 from collections.abc import Callable
 
 from proxyd.protocol import auth
-from proxyd.protocol.messages import build_auth_more_data, build_auth_switch_request
+from proxyd.protocol.constants import CLIENT, CLIENT_MYSQL
+from proxyd.protocol.errors import ProtocolError
+from proxyd.protocol.messages import (
+    ErrPacket,
+    HandshakeResponse41,
+    HandshakeV10,
+    build_auth_more_data,
+    build_auth_switch_request,
+    build_handshake_response,
+    parse_auth_switch_request,
+    parse_err,
+    parse_handshake_v10,
+)
 
 _NO_PASSWORD = b"\x00no such user"  # compared anyway, so a wrong user costs the same time
 
@@ -72,3 +87,122 @@ class ServerLogin:
             self._out.append((build_auth_more_data(auth.SHA2_FAST_AUTH_OK), self.next_seq))
             self.next_seq += 1
         return Outcome.ACCEPTED
+
+
+class LoginRefused(Exception):
+    """The server refused proxyd's login; ``err`` is its ERR when it sent one."""
+
+    def __init__(self, message: str, err: ErrPacket | None = None) -> None:
+        super().__init__(message)
+        self.err = err
+
+
+class ClientLogin:
+    """The client side of the connection phase, sans I/O: proxyd logging in to a server.
+
+    ``greeting()`` takes the server's HandshakeV10 and returns the HandshakeResponse41
+    to send; ``receive()`` takes each packet after it and returns what to send next
+    (nothing, or one payload, perhaps empty), until ``done`` once the server said OK.
+    Either raises LoginRefused (an ERR, a plugin proxyd cannot speak) or ProtocolError.
+    Auth switch and both caching_sha2_password paths (fast, and full with the server's
+    RSA key) are handled.
+    """
+
+    def __init__(
+        self,
+        user: bytes,
+        password: bytes,
+        charset: int,
+        schema: bytes | None,
+        capabilities: int,
+        mariadb_capabilities: int = 0,
+        connect_attrs: dict[bytes, bytes] | None = None,
+    ) -> None:
+        self.user = user
+        self._password = password
+        self.charset = charset
+        self.schema = schema
+        self._wanted = capabilities
+        self._wanted_mariadb = mariadb_capabilities
+        self._attrs = connect_attrs or {}
+        self.server: HandshakeV10 | None = None
+        self.capabilities = 0  # what both sides agreed on
+        self.server_mariadb_capabilities = 0
+        self._plugin = b""
+        self._scramble = b""
+        self.done = False
+
+    def greeting(self, payload: bytes) -> bytes:
+        try:
+            greeting = parse_handshake_v10(payload)
+        except ProtocolError as exc:
+            if payload[:1] == b"\xff":
+                err = parse_err(payload)
+                raise LoginRefused(
+                    f"server refused: {err.message.decode(errors='replace')}", err
+                ) from None
+            raise ProtocolError(f"bad greeting from server: {exc}") from None
+        if not greeting.capability_flags & CLIENT.PROTOCOL_41:
+            raise LoginRefused("server does not speak protocol 4.1")
+        self.server = greeting
+        caps = self._wanted & greeting.capability_flags
+        mariadb_caps = 0
+        if not greeting.capability_flags & CLIENT_MYSQL:
+            self.server_mariadb_capabilities = greeting.mariadb_capabilities
+            mariadb_caps = self._wanted_mariadb & greeting.mariadb_capabilities
+        if mariadb_caps:
+            caps &= ~CLIENT_MYSQL  # says the reserved bytes hold MariaDB's capabilities
+        if self.schema:
+            caps |= CLIENT.CONNECT_WITH_DB
+        self.capabilities = caps
+        self._plugin = greeting.auth_plugin_name
+        self._scramble = greeting.auth_plugin_data
+        return build_handshake_response(
+            HandshakeResponse41(
+                capability_flags=caps,
+                max_packet_size=1 << 30,
+                character_set=self.charset & 0xFF,
+                username=self.user,
+                auth_response=self._auth_response(),
+                database=self.schema,
+                auth_plugin_name=self._plugin,
+                connect_attrs=self._attrs,
+                mariadb_capabilities=mariadb_caps,
+            )
+        )
+
+    def receive(self, payload: bytes) -> list[bytes]:
+        head = payload[:1]
+        if head == b"\x00":
+            self.done = True
+            return []
+        if head == b"\xff":
+            err = parse_err(payload)
+            raise LoginRefused(
+                f"server refused login as {self.user.decode(errors='replace')}: "
+                f"{err.error_code} {err.message.decode(errors='replace')}",
+                err,
+            )
+        if head == b"\xfe":
+            switch = parse_auth_switch_request(payload)
+            self._plugin, self._scramble = switch.plugin_name, switch.plugin_data
+            return [self._auth_response()]  # empty for an empty password, and still sent
+        if head == b"\x01" and self._plugin == auth.CACHING_SHA2_PASSWORD:
+            data = payload[1:]
+            if data == auth.SHA2_FAST_AUTH_OK:
+                return []  # the OK follows
+            if data == auth.SHA2_PERFORM_FULL_AUTH:
+                return [auth.SHA2_REQUEST_PUBLIC_KEY]
+            if data.startswith(b"-----BEGIN"):
+                return [auth.rsa_encrypt_password(self._password, self._scramble, data)]
+            raise LoginRefused("unexpected caching_sha2_password exchange")
+        raise ProtocolError(f"unexpected packet during login: {head!r}")
+
+    def _auth_response(self) -> bytes:
+        if self._plugin == auth.NATIVE_PASSWORD:
+            return auth.scramble_native(self._password, self._scramble)
+        if self._plugin == auth.CACHING_SHA2_PASSWORD:
+            return auth.scramble_caching_sha2(self._password, self._scramble)
+        raise LoginRefused(
+            f"server asks for unsupported auth plugin {self._plugin.decode(errors='replace')}"
+        )

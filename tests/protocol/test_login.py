@@ -1,12 +1,23 @@
-"""ServerLogin: the server side of the password check, driven with bytes only."""
+"""Both sides of the connection phase (ServerLogin, ClientLogin), driven with bytes only."""
 
 from __future__ import annotations
 
+import pytest
 from pymysql._auth import scramble_caching_sha2, scramble_native_password
 
 from proxyd.protocol import auth
-from proxyd.protocol.login import Outcome, ServerLogin
-from proxyd.protocol.messages import parse_auth_switch_request
+from proxyd.protocol.constants import CLIENT, MARIADB_CLIENT_EXTENDED_METADATA
+from proxyd.protocol.login import ClientLogin, LoginRefused, Outcome, ServerLogin
+from proxyd.protocol.messages import (
+    HandshakeV10,
+    OkPacket,
+    build_auth_switch_request,
+    build_err,
+    build_handshake_v10,
+    build_ok,
+    parse_auth_switch_request,
+    parse_handshake_response,
+)
 
 PASSWORDS = {b"app": b"apppw"}
 
@@ -50,3 +61,90 @@ def test_unknown_plugin_switches_to_native_with_a_fresh_scramble() -> None:
     answer = scramble_native_password(b"apppw", login.scramble)
     assert login.switched(answer, 3) is Outcome.ACCEPTED
     assert login.next_seq == 4
+
+
+# -- ClientLogin: proxyd logging in to a server, driven with bytes only ------------------
+
+SERVER_CAPS = (
+    CLIENT.PROTOCOL_41
+    | CLIENT.SECURE_CONNECTION
+    | CLIENT.PLUGIN_AUTH
+    | CLIENT.PLUGIN_AUTH_LENENC_CLIENT_DATA
+    | CLIENT.CONNECT_WITH_DB
+    | CLIENT.TRANSACTIONS
+)
+SCRAMBLE = bytes(range(1, 21))
+
+
+def _greeting(plugin: bytes = auth.NATIVE_PASSWORD, mariadb_caps: int = 0) -> bytes:
+    return build_handshake_v10(
+        HandshakeV10(
+            server_version=b"5.5.5-10.11.0-MariaDB",
+            connection_id=42,
+            auth_plugin_data=SCRAMBLE,
+            capability_flags=SERVER_CAPS,
+            character_set=8,
+            status_flags=2,
+            auth_plugin_name=plugin,
+            mariadb_capabilities=mariadb_caps,
+        )
+    )
+
+
+def _client(password: bytes = b"apppw", mariadb_caps: int = 0) -> ClientLogin:
+    return ClientLogin(
+        b"app", password, 45, b"test", SERVER_CAPS | CLIENT.MULTI_STATEMENTS, mariadb_caps
+    )
+
+
+def test_client_login_native_password() -> None:
+    login = _client()
+    response = parse_handshake_response(login.greeting(_greeting()))
+    assert response.username == b"app" and response.database == b"test"
+    assert response.auth_response == scramble_native_password(b"apppw", SCRAMBLE)
+    assert response.character_set == 45
+    # Only what both sides offer: the server has no MULTI_STATEMENTS here.
+    assert login.capabilities == SERVER_CAPS
+    assert login.server is not None and login.server.connection_id == 42
+    assert login.receive(build_ok(OkPacket(), SERVER_CAPS)) == [] and login.done
+
+
+def test_client_login_auth_switch_sends_even_an_empty_answer() -> None:
+    login = _client(password=b"")
+    login.greeting(_greeting(plugin=auth.CACHING_SHA2_PASSWORD))
+    switch = build_auth_switch_request(auth.NATIVE_PASSWORD, b"x" * 20)
+    # An empty password answers with an empty payload, which must still be sent.
+    assert login.receive(switch) == [b""] and not login.done
+
+
+def test_client_login_caching_sha2_fast_and_full_paths() -> None:
+    login = _client()
+    response = parse_handshake_response(login.greeting(_greeting(auth.CACHING_SHA2_PASSWORD)))
+    assert response.auth_response == scramble_caching_sha2(b"apppw", SCRAMBLE)
+    assert login.receive(b"\x01" + auth.SHA2_FAST_AUTH_OK) == []
+    full = _client()
+    full.greeting(_greeting(auth.CACHING_SHA2_PASSWORD))
+    assert full.receive(b"\x01" + auth.SHA2_PERFORM_FULL_AUTH) == [auth.SHA2_REQUEST_PUBLIC_KEY]
+
+
+def test_client_login_refusals() -> None:
+    login = _client()
+    login.greeting(_greeting())
+    with pytest.raises(LoginRefused) as info:
+        login.receive(build_err(1045, "Access denied for user 'app'", b"28000"))
+    assert info.value.err is not None and info.value.err.error_code == 1045
+    with pytest.raises(LoginRefused):
+        _client().greeting(_greeting(plugin=b"auth_gssapi_client"))
+    with pytest.raises(LoginRefused) as refused:
+        _client().greeting(build_err(1040, "Too many connections", b"08004"))
+    assert refused.value.err is not None and refused.value.err.error_code == 1040
+
+
+def test_client_login_asks_for_mariadb_capabilities_only_where_offered() -> None:
+    login = _client(mariadb_caps=MARIADB_CLIENT_EXTENDED_METADATA)
+    response = parse_handshake_response(
+        login.greeting(_greeting(mariadb_caps=MARIADB_CLIENT_EXTENDED_METADATA))
+    )
+    assert response.mariadb_capabilities == MARIADB_CLIENT_EXTENDED_METADATA
+    plain = _client(mariadb_caps=MARIADB_CLIENT_EXTENDED_METADATA)
+    assert parse_handshake_response(plain.greeting(_greeting())).mariadb_capabilities == 0
