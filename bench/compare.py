@@ -27,11 +27,14 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
+
+import pymysql
 
 from tests.support.mariadb import APP_DATABASE, APP_PASSWORD, APP_USER, MariaDBServer
 from tests.support.processes import free_port, port_accepts, stop_process
@@ -39,6 +42,12 @@ from tests.support.proxy import ProxydProcess
 
 REPO = Path(__file__).resolve().parents[1]
 WORKLOADS = ("oltp_point_select", "oltp_read_only")
+# Not sysbench's: "connect" (each thread: connect, SELECT 1, disconnect, again; its "qps"
+# is connections per second) and "bulk" (the mariadb CLI reads a 100 MB result; its "qps"
+# is MB/s and its CPU figure is per MB).
+OWN_WORKLOADS = ("connect", "bulk")
+BULK_SQL = "SELECT REPEAT('x', 1000) FROM seq_1_to_100000"
+BULK_MB = 100_000 * 1001 / 1e6  # each row: 1000 bytes and a newline
 _QUERIES = re.compile(r"queries:\s+(\d+)\s+\(([\d.]+) per sec\.\)")
 _ERRORS = re.compile(r"ignored errors:\s+(\d+)")
 _RECONNECTS = re.compile(r"reconnects:\s+(\d+)")
@@ -126,9 +135,69 @@ def sysbench(
     return proc.stdout
 
 
+def connect_per_request(target: Target, args: argparse.Namespace) -> str:
+    """Threads that connect, run SELECT 1 and disconnect, for args.time seconds; the
+    result in sysbench's words so that measure() reads both alike."""
+    stop = time.monotonic() + args.time
+    done: list[int] = []
+    errors: list[int] = []
+    latencies: Counter[float] = Counter()
+
+    def worker() -> None:
+        n = failed = 0
+        while time.monotonic() < stop:
+            started = time.monotonic()
+            try:
+                conn = pymysql.connect(
+                    host=target.host,
+                    port=target.port,
+                    user=APP_USER,
+                    password=APP_PASSWORD,
+                    database=APP_DATABASE,
+                )
+                with conn.cursor() as cur:
+                    cur.execute("SELECT 1")
+                conn.close()
+                n += 1
+            except pymysql.MySQLError:
+                failed += 1
+            latencies[round((time.monotonic() - started) * 1000, 2)] += 1
+        done.append(n)
+        errors.append(failed)
+
+    threads = [threading.Thread(target=worker) for _ in range(args.threads)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    total = sum(done)
+    rows = "\n".join(f"   {value} |* {count}" for value, count in sorted(latencies.items()))
+    return (
+        f"queries: {total} ({total / args.time:.2f} per sec.)\n"
+        f"ignored errors: {sum(errors)}\n{rows}\n"
+    )
+
+
+def bulk(target: Target) -> str:
+    """The mariadb CLI reads a 100 MB result to /dev/null; MB and MB/s as 'queries'."""
+    argv = ["mariadb", "--no-defaults", "-h", target.host, "-P", str(target.port)]
+    argv += [f"-u{APP_USER}", f"-p{APP_PASSWORD}", "--batch", "--skip-column-names"]
+    argv += ["-e", BULK_SQL, APP_DATABASE]
+    started = time.monotonic()
+    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    seconds = time.monotonic() - started
+    errors = 0 if proc.returncode == 0 else 1
+    return f"queries: {BULK_MB:.0f} ({BULK_MB / seconds:.2f} per sec.)\nignored errors: {errors}\n"
+
+
 def measure(workload: str, target: Target, args: argparse.Namespace, tally: Tally) -> float:
     before = cpu_seconds(target.pid) if target.pid else 0.0
-    output = sysbench(workload, target, "run", args, args.time)
+    if workload == "connect":
+        output = connect_per_request(target, args)
+    elif workload == "bulk":
+        output = bulk(target)
+    else:
+        output = sysbench(workload, target, "run", args, args.time)
     if target.pid:
         tally.cpu_seconds += cpu_seconds(target.pid) - before
         tally.rss_kib = max(tally.rss_kib, rss_kib(target.pid))
@@ -251,7 +320,7 @@ def run(args: argparse.Namespace) -> int:
                 sysbench(WORKLOADS[0], targets[0], "prepare", args)
                 results: dict[str, dict[str, Tally]] = {}
                 for workload in args.workloads:
-                    if args.warmup > 0:
+                    if args.warmup > 0 and workload not in OWN_WORKLOADS:
                         for target in targets:
                             sysbench(workload, target, "run", args, args.warmup)
                     tallies = results[workload] = {t.name: Tally() for t in targets}
@@ -274,7 +343,11 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated")
+    parser.add_argument(
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help=f"comma-separated, of {', '.join(WORKLOADS + OWN_WORKLOADS)}",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="runs per target (default 3)")
     parser.add_argument("--time", type=float, default=10, help="seconds per run (default 10)")
     parser.add_argument("--threads", type=int, default=16, help="sysbench threads (default 16)")
