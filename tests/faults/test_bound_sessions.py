@@ -26,13 +26,13 @@ from typing import Any
 import mysql.connector
 import pytest
 
+from tests.faults.lost import assert_lost_transaction, assert_session_goes_on, kill_backend
 from tests.integration.drivers import connector, scalar
 from tests.support.mariadb import MariaDBServer
 from tests.support.processes import wait_until
 from tests.support.proxy import ProxydProcess
 from tests.support.relay import TcpRelay
 
-ER_LOCK_DEADLOCK = 1213
 ER_UNKNOWN_ERROR = 1105
 
 
@@ -61,9 +61,6 @@ def _open_transaction(proxy: ProxydProcess, table: str) -> tuple[Any, int]:
     return conn, int(scalar(conn, "SELECT @@pseudo_thread_id"))
 
 
-def _kill(mariadb: MariaDBServer, thread_id: int) -> None:
-    mariadb.execute(f"KILL CONNECTION {thread_id}")
-    assert wait_until(lambda: thread_id not in mariadb.connection_ids("app"), timeout=5)
 
 
 def _run_in_thread(conn: Any, sql: str) -> tuple[threading.Thread, dict[str, Any]]:
@@ -90,23 +87,8 @@ def _answer(thread: threading.Thread, outcome: dict[str, Any]) -> BaseException 
     return outcome.get("error")
 
 
-def _assert_lost_transaction(exc: BaseException | None) -> None:
-    assert isinstance(exc, mysql.connector.Error), repr(exc)
-    assert (exc.errno, exc.sqlstate) == (ER_LOCK_DEADLOCK, "40001"), repr(exc)
-    assert exc.msg.startswith("proxyd:") and "rolled back" in exc.msg, exc.msg
 
 
-def _assert_nothing_applied_and_goes_on(conn: Any, mariadb: MariaDBServer, table: str) -> None:
-    assert mariadb.execute(f"SELECT uid FROM test.{table}") == [], (
-        "a statement of the lost transaction was applied"
-    )
-    assert int(scalar(conn, "SELECT @@in_transaction")) == 0
-    cur = conn.cursor()
-    cur.execute("START TRANSACTION")
-    cur.execute(f"INSERT INTO {table} (uid) VALUES (3)")
-    cur.execute("COMMIT")
-    cur.close()
-    assert mariadb.execute(f"SELECT uid FROM test.{table}") == [(3,)]
 
 
 def _loss_logged(proxy: ProxydProcess) -> bool:
@@ -120,26 +102,26 @@ def test_loss_noticed_before_the_next_command(
     statement: str, mariadb: MariaDBServer, proxy: ProxydProcess, table: str
 ) -> None:
     conn, thread_id = _open_transaction(proxy, table)
-    _kill(mariadb, thread_id)
+    kill_backend(mariadb, thread_id)
     assert wait_until(lambda: _loss_logged(proxy), timeout=10)
     # An idle server connection ready for the taking: the command must not go there.
     other = connector(proxy.host, proxy.port, autocommit=True)
     assert scalar(other, "SELECT 1") == 1
     thread, outcome = _run_in_thread(conn, statement.format(table=table))
     # A COMMIT answered OK here would acknowledge a transaction the server rolled back.
-    _assert_lost_transaction(_answer(thread, outcome))
-    _assert_nothing_applied_and_goes_on(conn, mariadb, table)
+    assert_lost_transaction(_answer(thread, outcome))
+    assert_session_goes_on(conn, mariadb, table, 3)
 
 
 def test_rollback_after_a_noticed_loss_is_answered_ok(
     mariadb: MariaDBServer, proxy: ProxydProcess, table: str
 ) -> None:
     conn, thread_id = _open_transaction(proxy, table)
-    _kill(mariadb, thread_id)
+    kill_backend(mariadb, thread_id)
     assert wait_until(lambda: _loss_logged(proxy), timeout=10)
     thread, outcome = _run_in_thread(conn, "ROLLBACK")
     assert _answer(thread, outcome) is None, "ROLLBACK of a transaction already rolled back"
-    _assert_nothing_applied_and_goes_on(conn, mariadb, table)
+    assert_session_goes_on(conn, mariadb, table, 3)
 
 
 def _held_close(
@@ -155,7 +137,7 @@ def _held_close(
     error its statement got (None for an answer)."""
     conn, thread_id = _open_transaction(proxy, table)
     relay.blackhole()
-    _kill(mariadb, thread_id)
+    kill_backend(mariadb, thread_id)
     meanwhile(conn)
     thread, outcome = _run_in_thread(conn, statement.format(table=table))
     thread.join(0.5)
@@ -168,8 +150,8 @@ def test_command_arrives_before_the_close(
     mariadb: MariaDBServer, proxy: ProxydProcess, relay: TcpRelay, table: str
 ) -> None:
     conn, exc = _held_close(mariadb, proxy, relay, table, "INSERT INTO {table} (uid) VALUES (2)")
-    _assert_lost_transaction(exc)
-    _assert_nothing_applied_and_goes_on(conn, mariadb, table)
+    assert_lost_transaction(exc)
+    assert_session_goes_on(conn, mariadb, table, 3)
 
 
 def test_commit_in_flight_when_the_connection_dies_is_of_unknown_outcome(
@@ -181,7 +163,7 @@ def test_commit_in_flight_when_the_connection_dies_is_of_unknown_outcome(
     assert isinstance(exc, mysql.connector.Error), repr(exc)
     assert exc.errno == ER_UNKNOWN_ERROR, repr(exc)
     assert exc.msg.startswith("proxyd:") and "may or may not have been applied" in exc.msg
-    _assert_nothing_applied_and_goes_on(conn, mariadb, table)
+    assert_session_goes_on(conn, mariadb, table, 3)
 
 
 def _set_names_latin1(conn: Any) -> None:
@@ -197,8 +179,8 @@ def test_close_arrives_while_the_connection_is_brought_to_the_client_state(
     conn, exc = _held_close(
         mariadb, proxy, relay, table, "INSERT INTO {table} (uid) VALUES (2)", _set_names_latin1
     )
-    _assert_lost_transaction(exc)
-    _assert_nothing_applied_and_goes_on(conn, mariadb, table)
+    assert_lost_transaction(exc)
+    assert_session_goes_on(conn, mariadb, table, 3)
 
 
 def test_close_arrives_while_a_janitor_ping_is_in_flight(
@@ -214,8 +196,8 @@ def test_close_arrives_while_a_janitor_ping_is_in_flight(
         "INSERT INTO {table} (uid) VALUES (2)",
         lambda conn: threading.Event().wait(1.0),
     )
-    _assert_lost_transaction(exc)
-    _assert_nothing_applied_and_goes_on(conn, mariadb, table)
+    assert_lost_transaction(exc)
+    assert_session_goes_on(conn, mariadb, table, 3)
 
 
 def test_lost_user_variables_are_reported_not_read_as_null(
@@ -225,7 +207,7 @@ def test_lost_user_variables_are_reported_not_read_as_null(
     cur = conn.cursor()
     cur.execute("SET @balance = 42")
     cur.close()
-    _kill(mariadb, int(scalar(conn, "SELECT @@pseudo_thread_id")))
+    kill_backend(mariadb, int(scalar(conn, "SELECT @@pseudo_thread_id")))
     assert wait_until(lambda: "user variables lost" in proxy.log_text(), timeout=10)
     with pytest.raises(mysql.connector.Error) as info:
         scalar(conn, "SELECT @balance")

@@ -21,12 +21,12 @@ import pymysql
 import pymysql.cursors
 import pytest
 
+from tests.faults.lost import assert_lost_transaction, assert_session_goes_on, kill_backend
 from tests.integration.drivers import scalar
 from tests.support.mariadb import MariaDBServer
 from tests.support.processes import wait_until
 from tests.support.proxy import ProxydProcess
 
-ER_LOCK_DEADLOCK = 1213
 ER_UNKNOWN_ERROR = 1105
 
 
@@ -50,28 +50,10 @@ def _backend_of(conn: Any, mariadb: MariaDBServer) -> int:
     return thread_id
 
 
-def _kill(mariadb: MariaDBServer, thread_id: int) -> None:
-    mariadb.execute(f"KILL CONNECTION {thread_id}")
-    assert wait_until(lambda: thread_id not in mariadb.connection_ids("app"), timeout=5)
 
 
-def _assert_lost_transaction(exc: BaseException) -> None:
-    assert isinstance(exc, mysql.connector.Error), repr(exc)
-    assert (exc.errno, exc.sqlstate) == (ER_LOCK_DEADLOCK, "40001"), repr(exc)
-    assert exc.msg.startswith("proxyd:") and "transaction" in exc.msg, exc.msg
 
 
-def _assert_session_goes_on(conn: Any, mariadb: MariaDBServer, table: str, uid: int) -> None:
-    """Out of the transaction, and a new one runs and commits."""
-    assert int(scalar(conn, "SELECT @@in_transaction")) == 0
-    cur = conn.cursor()
-    cur.execute("START TRANSACTION")
-    cur.execute(f"INSERT INTO {table} (uid) VALUES ({uid})")
-    cur.execute("COMMIT")
-    cur.close()
-    assert mariadb.execute(f"SELECT uid FROM test.{table} ORDER BY uid") == [(uid,)], (
-        "only the transaction after the loss may have left rows"
-    )
 
 
 @pytest.fixture
@@ -91,12 +73,12 @@ def test_backend_lost_between_statements_of_a_transaction(
     cur = conn.cursor()
     cur.execute("START TRANSACTION")
     cur.execute(f"INSERT INTO {table} (uid) VALUES (1)")
-    _kill(mariadb, _backend_of(conn, mariadb))
+    kill_backend(mariadb, _backend_of(conn, mariadb))
     with pytest.raises(mysql.connector.Error) as info:
         cur.execute(f"INSERT INTO {table} (uid) VALUES (2)")
-    _assert_lost_transaction(info.value)
+    assert_lost_transaction(info.value)
     cur.close()
-    _assert_session_goes_on(conn, mariadb, table, 3)
+    assert_session_goes_on(conn, mariadb, table, 3)
     conn.close()
 
 
@@ -131,14 +113,14 @@ def test_backend_lost_while_a_statement_of_a_transaction_runs(
         ),
         timeout=5,
     )
-    _kill(mariadb, thread_id)
+    kill_backend(mariadb, thread_id)
     worker.join(15)
     assert running and not worker.is_alive(), outcome
     assert "error" in outcome, f"the statement did not fail: {outcome}"
-    _assert_lost_transaction(outcome["error"])
+    assert_lost_transaction(outcome["error"])
     assert outcome["seconds"] < 5, outcome
     cur.close()
-    _assert_session_goes_on(conn, mariadb, table, 3)
+    assert_session_goes_on(conn, mariadb, table, 3)
     conn.close()
 
 
@@ -159,7 +141,7 @@ def test_backend_lost_in_the_middle_of_a_result_set(
             (sql,),
         )
         assert len(found) == 1, found
-        _kill(mariadb, int(found[0][0]))
+        kill_backend(mariadb, int(found[0][0]))
         while cur.fetchone() is not None:
             rows += 1
     code, message = info.value.args
