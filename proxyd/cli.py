@@ -11,7 +11,13 @@ import logging
 import sys
 
 from proxyd import __version__
-from proxyd.config import Config, ConfigError, load_config, world_readable_secrets
+from proxyd.config import (
+    Config,
+    ConfigError,
+    load_config,
+    secrets_warning,
+    world_readable_secrets,
+)
 from proxyd.logs import journal_stream, setup_logging
 
 DEFAULT_CONFIG = "/etc/proxyd/proxyd.yaml"
@@ -56,13 +62,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _secrets_warning(path: str) -> str:
-    return (
-        f"{path} is readable by other users and contains passwords; "
-        f"run chmod o-r on it or use password_file/password_env"
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.check:
         if world_readable_secrets(config.path):
-            print(f"proxyd: warning: {_secrets_warning(config.path)}", file=sys.stderr)
+            print(f"proxyd: warning: {secrets_warning(config.path)}", file=sys.stderr)
         print(f"{config.path}: OK")
         return 0
 
@@ -93,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(config: Config) -> int:
     setup_logging(config.log.level, config.log.format)
     if world_readable_secrets(config.path):
-        log.warning(_secrets_warning(config.path))
+        log.warning(secrets_warning(config.path))
     # Imported here so that --check and --version work without the daemon's dependencies.
     from proxyd.daemon import run
 
