@@ -21,8 +21,9 @@ Signals and the admin console drive the rest:
 Backends are never cut from under a client: ones to be replaced (RECONNECT, a new
 ``backend.address``, changed backend credentials) are marked by the pool's
 ``drain_before`` and closed when they come back idle; a shrunk pool closes its surplus the
-same way. The upkeep loop here sweeps the idle lists for those, reports STATUS= to
-systemd and writes one log line per burst of backend recycling.
+same way. ``proxyd.upkeep`` sweeps the idle lists for those, reports STATUS= to systemd and
+writes one log line per burst of backend recycling; ``proxyd.reload`` applies a new config
+to the server and the pools, and ``proxyd.listeners`` holds the listening sockets.
 """
 
 from __future__ import annotations
@@ -35,32 +36,26 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from proxyd.admin import AdminSession, flatten_config
+from proxyd.admin import AdminSession
 from proxyd.config import (
-    Address,
     Config,
     ConfigError,
     PoolConfig,
     load_config,
+    secrets_warning,
     world_readable_secrets,
 )
 from proxyd.frontend import DEFAULT_SERVER_VERSION, ClientSession, State
+from proxyd.listeners import ADMIN, CLIENT, METRICS, Listeners
 from proxyd.logs import reconfigure
 from proxyd.metrics import DaemonCollector, MetricsHTTP, Stats
 from proxyd.pool import Pool, Server
 from proxyd.registry import PoolSummary, ReloadResult
+from proxyd.reload import apply_backend, apply_users, config_changes
 from proxyd.sdnotify import Notifier
+from proxyd.upkeep import Upkeep, close_pool
 
 log = logging.getLogger("proxyd.daemon")
-
-UPKEEP_INTERVAL = 0.25
-STATUS_INTERVAL = 2.0
-BURST_INTERVAL = 1.0
-# Recycle reasons worth an INFO line; routine ones (lifetime, surplus...) go to DEBUG.
-_ABNORMAL_RECYCLES = frozenset({"killed", "server_closed", "ping_failed"})
-
-# Which listener serves what: clients, the admin console, the metrics endpoint.
-CLIENT, ADMIN, METRICS = "listen", "admin.listen", "metrics.listen"
 
 
 class Daemon:
@@ -80,16 +75,15 @@ class Daemon:
         self.started_at = time.monotonic()
         self.notifier = notifier if notifier is not None else Notifier.from_environment()
         self.last_reload: tuple[float, ReloadResult] | None = None  # wall clock, outcome
-        self._listeners: dict[tuple[str, Address], asyncio.AbstractServer] = {}
-        self._removed_pools: list[Pool] = []
+        self.listeners = Listeners(self._factory)
+        self.removed_pools: list[Pool] = []  # of users gone from the config
         self._stop = asyncio.Event()
         self._unpaused = asyncio.Event()
         self._unpaused.set()
         self._held = 0  # sessions waiting in wait_unpaused()
         self._reload_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._last_status = ""
-        self._last_recycled = self.stats.recycled()
+        self.upkeep = Upkeep(self)
         self.stats.registry.register(DaemonCollector(self))
 
     # -- what sessions ask ---------------------------------------------------------
@@ -123,11 +117,11 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
         try:
             # The console and /healthz first: they help most while the backend is slow.
-            await self._open_listeners(self.config, roles=(ADMIN, METRICS))
+            await self.listeners.open(self.config, roles=(ADMIN, METRICS))
             for pool in self.pools.values():
                 pool.start()
             await self._warm_up()
-            await self._open_listeners(self.config, roles=(CLIENT,))
+            await self.listeners.open(self.config, roles=(CLIENT,))
         except OSError as exc:
             log.error("%s", exc)
             await self._close_everything()
@@ -135,7 +129,7 @@ class Daemon:
         self.accepting = True
         self.ready = True
         self.notifier.ready(self.status_text())
-        upkeep = loop.create_task(self._upkeep_loop())
+        upkeep = loop.create_task(self.upkeep.run())
         await self._stop.wait()
         await self._shutdown()
         upkeep.cancel()
@@ -169,51 +163,6 @@ class Daemon:
         if role == METRICS:
             return lambda: MetricsHTTP(self)
         return lambda: ClientSession(self)
-
-    @staticmethod
-    def _wanted_listeners(config: Config) -> list[tuple[str, Address]]:
-        wanted = [(CLIENT, address) for address in config.listen]
-        if config.admin is not None:
-            wanted.append((ADMIN, config.admin.listen))
-        if config.metrics is not None:
-            wanted.append((METRICS, config.metrics.listen))
-        return wanted
-
-    async def _open_listeners(
-        self, config: Config, roles: tuple[str, ...] = (CLIENT, ADMIN, METRICS)
-    ) -> list[tuple[str, Address]]:
-        """Bind what ``config`` wants and is not bound yet; all or nothing (OSError)."""
-        loop = asyncio.get_running_loop()
-        opened: list[tuple[str, Address]] = []
-        for key in self._wanted_listeners(config):
-            role, address = key
-            if role not in roles or key in self._listeners:
-                continue
-            try:
-                listener = await loop.create_server(
-                    self._factory(role),
-                    address.host,
-                    address.port,
-                    reuse_address=True,
-                    backlog=1024 if role == CLIENT else 64,
-                )
-            except OSError as exc:
-                for done in opened:
-                    self._listeners.pop(done).close()
-                raise OSError(
-                    exc.errno, f"cannot listen on {address} ({role}): {exc.strerror or exc}"
-                ) from None
-            self._listeners[key] = listener
-            opened.append(key)
-            log.info("listening on %s (%s)", address, role)
-        return opened
-
-    def _close_listeners(self, keys: list[tuple[str, Address]]) -> None:
-        for key in keys:
-            listener = self._listeners.pop(key, None)
-            if listener is not None:
-                listener.close()
-                log.info("no longer listening on %s (%s)", key[1], key[0])
 
     # -- signals -------------------------------------------------------------------------
 
@@ -267,97 +216,35 @@ class Daemon:
         except ConfigError as exc:
             return ReloadResult(False, str(exc))
         try:
-            await self._open_listeners(new)
+            await self.listeners.open(new)
         except OSError as exc:
             return ReloadResult(False, exc.strerror or str(exc))
-        changes = _config_changes(old, new)
+        changes = config_changes(old, new)
 
-        self._apply_backend(old, new)
+        self.server = apply_backend(
+            self.server, self.all_pools(), old.backend, new.backend, self.stats
+        )
         self.config = new
-        self._apply_users(old, new)
+        apply_users(
+            self.pools,
+            self.removed_pools,
+            new.users,
+            new_pool=lambda user: Pool(user, self._pool_config(), self.server, self.stats),
+            clients=self.clients_of,
+        )
         for pool in self.all_pools():
             pool.config = self._pool_config()
-            self._sweep(pool)
-        gone = [key for key in self._listeners if key not in self._wanted_listeners(new)]
-        self._close_listeners(gone)
+            self.upkeep.sweep(pool)
+        self.listeners.close_unwanted(new)
 
         if world_readable_secrets(new.path):
-            log.warning(
-                "%s is readable by other users and contains passwords; "
-                "run chmod o-r on it or use password_file/password_env",
-                new.path,
-            )
+            log.warning("%s", secrets_warning(new.path))
         summary = "; ".join(changes) if changes else "no changes"
         # Logged before the new log level applies, so that `info` -> `warning` still shows.
         log.info("reloaded %s: %s", new.path, summary)
         if new.log != old.log:
             reconfigure(new.log.level, new.log.format)
         return ReloadResult(True, summary)
-
-    def _apply_backend(self, old: Config, new: Config) -> None:
-        if new.backend == old.backend:
-            return
-        server = self.server
-        if (
-            new.backend.address == old.backend.address
-            and new.backend.max_connecting == old.backend.max_connecting
-        ):
-            server.config = new.backend  # timeouts: read at each use
-            return
-        replacement = Server(new.backend, self.stats)
-        if new.backend.address == old.backend.address:
-            # Same server, new connect budget: keep what we know of it.
-            replacement.version = server.version
-            replacement.charset = server.charset
-            replacement.up = server.up
-        else:
-            replacement.version = server.version  # shown to clients until the new one answers
-            replacement.charset = server.charset
-            log.info(
-                "backend.address changed from %s to %s: new backend connections go to %s; "
-                "the %d to %s close as they become idle",
-                old.backend.address,
-                new.backend.address,
-                new.backend.address,
-                sum(len(pool.conns) for pool in self.all_pools()),
-                old.backend.address,
-            )
-        self.server = replacement
-        now = time.monotonic()
-        for pool in self.all_pools():
-            pool.server = replacement
-            if new.backend.address != old.backend.address:
-                pool.drain_before = now
-
-    def _apply_users(self, old: Config, new: Config) -> None:
-        now = time.monotonic()
-        for name, user in new.users.items():
-            pool = self.pools.get(name)
-            if pool is None:
-                pool = next((p for p in self._removed_pools if p.name == name), None)
-                if pool is not None:
-                    self._removed_pools.remove(pool)
-                else:
-                    pool = Pool(user, self._pool_config(), self.server, self.stats)
-                    pool.start()
-                    log.info("user %s added", name)
-                self.pools[name] = pool
-            previous = pool.user
-            pool.user = user
-            if (previous.backend_user, previous.backend_password) != (
-                user.backend_user,
-                user.backend_password,
-            ):
-                pool.drain_before = now
-                log.info("user %s: backend credentials changed; replacing its backends", name)
-        for name in [name for name in self.pools if name not in new.users]:
-            pool = self.pools.pop(name)
-            self._removed_pools.append(pool)
-            log.info(
-                "user %s removed: no new logins; its %d clients keep their sessions",
-                name,
-                sum(1 for s in self.sessions if s.pool is pool),
-            )
 
     def _pool_config(self) -> PoolConfig:
         """The pool settings in force: the config's, with no idle backends kept while paused."""
@@ -380,13 +267,13 @@ class Daemon:
             await asyncio.sleep(0.05)
         if not self.paused:
             return "resumed before the pause completed"
-        closed = sum(self._sweep(pool) for pool in self.all_pools())
+        closed = sum(self.upkeep.sweep(pool) for pool in self.all_pools())
         busy = self._busy_sessions()
         message = f"paused; {closed} idle backend connections closed"
         if busy:
             message += f"; {busy} clients are still inside a command or transaction"
         log.info("%s", message)
-        self._report_status()
+        self.upkeep.report_status()
         return message
 
     def resume(self) -> str:
@@ -396,7 +283,7 @@ class Daemon:
         for pool in self.all_pools():
             pool.config = self._pool_config()
         log.info("RESUME: commands flow again")
-        self._report_status()
+        self.upkeep.report_status()
         return "resumed"
 
     def _busy_sessions(self) -> int:
@@ -410,7 +297,7 @@ class Daemon:
         for pool in self.all_pools():
             pool.drain_before = now
             count += len(pool.conns)
-            self._sweep(pool)
+            self.upkeep.sweep(pool)
         log.info("RECONNECT: replacing %d backend connections as they become idle", count)
         return count
 
@@ -422,80 +309,13 @@ class Daemon:
         session.goodbye()
         return True
 
-    # -- upkeep ------------------------------------------------------------------------
-
     def all_pools(self) -> list[Pool]:
-        return [*self.pools.values(), *self._removed_pools]
+        return [*self.pools.values(), *self.removed_pools]
 
-    def _sweep(self, pool: Pool) -> int:
-        """Close idle backends that are draining, surplus, or kept while paused."""
-        closed = 0
-        for conn in list(pool.idle):
-            if conn.created_at < pool.drain_before:
-                reason = "drained"
-            elif self.paused:
-                reason = "paused"
-            elif pool.size > pool.config.max_size:
-                reason = "surplus"
-            else:
-                continue
-            pool.idle.remove(conn)
-            self.stats.inc(f"recycled_{reason}")
-            conn.close(reason)
-            closed += 1
-        return closed
+    def clients_of(self, pool: Pool) -> int:
+        return sum(1 for s in self.sessions if s.pool is pool)
 
-    async def _upkeep_loop(self) -> None:
-        last_status = last_burst = last_watchdog = 0.0
-        watchdog_every = self.notifier.watchdog_usec / 2e6
-        while True:
-            await asyncio.sleep(UPKEEP_INTERVAL)
-            now = time.monotonic()
-            try:
-                for pool in self.all_pools():
-                    self._sweep(pool)
-                self._retire_removed_pools()
-                if now - last_burst >= BURST_INTERVAL:
-                    last_burst = now
-                    self._log_recycling()
-                if now - last_status >= STATUS_INTERVAL:
-                    last_status = now
-                    self._report_status()
-            except Exception:  # upkeep must outlive any one bad state
-                log.exception("upkeep error")
-            if watchdog_every and now - last_watchdog >= watchdog_every:
-                last_watchdog = now
-                self.notifier.watchdog()
-
-    def _retire_removed_pools(self) -> None:
-        for pool in list(self._removed_pools):
-            if any(s.pool is pool for s in self.sessions):
-                continue
-            self._removed_pools.remove(pool)
-            self._spawn_task(self._close_pool(pool))
-            log.info("pool of removed user %s closed", pool.name)
-
-    @staticmethod
-    async def _close_pool(pool: Pool) -> None:
-        await pool.close()
-        pool.close_all()
-
-    def _log_recycling(self) -> None:
-        """One line per burst: a server restart closing 50 backends is one event."""
-        now = self.stats.recycled()
-        delta = {k: v - self._last_recycled.get(k, 0) for k, v in now.items()}
-        self._last_recycled = now
-        delta = {k: v for k, v in delta.items() if v > 0}
-        if not delta:
-            return
-        level = logging.INFO if _ABNORMAL_RECYCLES & delta.keys() else logging.DEBUG
-        log.log(
-            level,
-            "backends recycled: %s (now %d open, server %s)",
-            ", ".join(f"{k}={v}" for k, v in sorted(delta.items())),
-            sum(len(pool.conns) for pool in self.all_pools()),
-            "up" if self.server.up else "down",
-        )
+    # -- views for systemd, the admin console and metrics ---------------------------------
 
     def status_text(self) -> str:
         pools = self.pool_summaries()
@@ -511,16 +331,6 @@ class Daemon:
         if not self.server.up:
             text += f"; backend unreachable: {self.server.last_error or 'no connection yet'}"
         return text
-
-    def _report_status(self) -> None:
-        if not self.notifier.enabled:
-            return
-        text = self.status_text()
-        if text != self._last_status:
-            self._last_status = text
-            self.notifier.status(text)
-
-    # -- views for the admin console and metrics ---------------------------------------
 
     def readiness(self) -> tuple[bool, str]:
         if self.stopping:
@@ -562,7 +372,7 @@ class Daemon:
                     backends_connecting=pool.connecting,
                     backends_max=pool.config.max_size,
                     longest_wait=max((now - w.since for w in pool.waiters), default=0.0),
-                    removed=pool in self._removed_pools,
+                    removed=pool in self.removed_pools,
                 )
             )
         return summaries
@@ -576,7 +386,7 @@ class Daemon:
         self.stopping = True
         self.accepting = False
         self.notifier.stopping(self.status_text())
-        self._close_listeners([key for key in self._listeners if key[0] == CLIENT])
+        self.listeners.close_role(CLIENT)
         if self.paused:
             log.info("shutdown: letting the commands held by PAUSE run")
             self.resume()
@@ -587,7 +397,7 @@ class Daemon:
                     session.goodbye()
             if not self.sessions:
                 break
-            self._report_status()
+            self.upkeep.report_status()
             await asyncio.sleep(0.05)
         if self.sessions:
             log.warning(
@@ -602,40 +412,12 @@ class Daemon:
         for session in list(self.sessions):
             session.goodbye()
         for pool in self.all_pools():
-            await pool.close()
-            pool.close_all()
-        self._close_listeners(list(self._listeners))
+            await close_pool(pool)
+        self.listeners.close_all()
         for admin in list(self.admin_sessions):
             admin.goodbye()
         await asyncio.sleep(0)
         self.notifier.close()
-
-
-# -- config differences, for the reload log line and RELOAD's answer ----------------------
-
-
-def _config_changes(old: Config, new: Config) -> list[str]:
-    before, after = flatten_config(old), flatten_config(new)
-    changes = []
-    for key in sorted(before.keys() | after.keys()):
-        if key.startswith("path") or key.endswith(".name"):
-            continue
-        if key not in after:
-            changes.append(f"{key} removed")
-        elif key not in before:
-            changes.append(f"{key} = {after[key]}")
-        elif before[key] != after[key]:
-            changes.append(f"{key}: {before[key]} -> {after[key]}")
-    # Redaction hides password changes; name them (never the values).
-    for name, user in new.users.items():
-        was = old.users.get(name)
-        if was is not None and was.password != user.password:
-            changes.append(f"users[{name}].password changed")
-        if was is not None and was.backend_password != user.backend_password:
-            changes.append(f"users[{name}].backend_password changed")
-    if old.admin and new.admin and old.admin.password != new.admin.password:
-        changes.append("admin.password changed")
-    return changes
 
 
 def run(config: Config) -> int:

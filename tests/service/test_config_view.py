@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxyd.admin import flatten_config, normalise
-from proxyd.config import Config, parse_config
-from proxyd.daemon import _config_changes
+from proxyd.admin import normalise
+from proxyd.config import Config, flatten_config, parse_config
+from proxyd.reload import config_changes
 
 BASE: dict[str, Any] = {
     "listen": "127.0.0.1:6033",
@@ -36,12 +36,12 @@ def test_changes_list_values_but_only_name_passwords() -> None:
         pool={"max_size": 5},
         users=[{"name": "app", "password": "other"}, {"name": "bi", "password": "x"}],
     )
-    changes = _config_changes(old, new)
+    changes = config_changes(old, new)
     assert "pool.max_size: 20 -> 5" in changes
     assert "users[app].password changed" in changes
     assert "users[bi].password = ***" in changes
     assert not any("other" in change or "s3cret" in change for change in changes)
-    assert _config_changes(old, config()) == []
+    assert config_changes(old, config()) == []
 
 
 def test_statements_are_normalised() -> None:
