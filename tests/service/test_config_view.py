@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxyd.admin import normalise
 from proxyd.config import Config, flatten_config, parse_config
+from proxyd.console import normalise
 from proxyd.reload import config_changes
 
 BASE: dict[str, Any] = {
