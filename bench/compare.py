@@ -13,6 +13,11 @@ and the ratios to direct and to the relay. On a shared machine CPU per query is 
 that decides throughput: every microsecond the proxy spends is taken from the server and
 the clients.
 
+Beside sysbench's workloads it has its own (see OWN_WORKLOADS): among them "latency", the
+median a target adds to one client's point selects (bench/latency.py), and "idle", the
+memory each of thousands of idle clients costs the middle process and a burst of them at
+once (bench/idle.py), for issue 10's goals 2 and 4; ``--plot`` draws the results.
+
 Run it with ``scripts/bench`` (``--help`` for the knobs); bench/README.md explains it.
 """
 
@@ -20,8 +25,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -30,12 +35,20 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import pymysql
 
+from bench import idle, latency, plot
+from bench.idle import IdleRound
+from bench.procfs import cpu_seconds, rss_kib
+from proxyd.protocol.errors import ProtocolError
+from proxyd.protocol.login import LoginRefused
 from tests.support.mariadb import APP_DATABASE, APP_PASSWORD, APP_USER, MariaDBServer
 from tests.support.processes import free_port, port_accepts, stop_process
 from tests.support.proxy import ProxydProcess
@@ -43,20 +56,27 @@ from tests.support.proxy import ProxydProcess
 REPO = Path(__file__).resolve().parents[1]
 WORKLOADS = ("oltp_point_select", "oltp_read_only")
 # Not sysbench's: "connect" (each thread: connect, SELECT 1, disconnect, again; its "qps"
-# is connections per second) and "bulk" (the mariadb CLI reads a 100 MB result; its "qps"
-# is MB/s and its CPU figure is per MB).
-OWN_WORKLOADS = ("connect", "bulk")
+# is connections per second), "bulk" (the mariadb CLI reads a 100 MB result; its "qps"
+# is MB/s and its CPU figure is per MB), "latency" (one client, point selects back to back,
+# each timed: the latency a proxy adds) and "idle" (thousands of idle clients on a small
+# pool, then a burst of them at once: memory per client and errors). None is in the default
+# set, which stays comparable with earlier runs; "idle" also needs a fresh middle process per
+# run and some 20,000 file descriptors at 10,000 clients.
+OWN_WORKLOADS = ("connect", "bulk", "latency", "idle")
 BULK_SQL = "SELECT REPEAT('x', 1000) FROM seq_1_to_100000"
 BULK_MB = 100_000 * 1001 / 1e6  # each row: 1000 bytes and a newline
 _QUERIES = re.compile(r"queries:\s+(\d+)\s+\(([\d.]+) per sec\.\)")
 _ERRORS = re.compile(r"ignored errors:\s+(\d+)")
 _RECONNECTS = re.compile(r"reconnects:\s+(\d+)")
 _HISTOGRAM_ROW = re.compile(r"^\s*([\d.]+)\s+\|\**\s+(\d+)\s*$", re.M)
-_TICK = os.sysconf("SC_CLK_TCK")
 
 
 class SysbenchFailed(Exception):
     pass
+
+
+class WorkloadFailed(Exception):
+    """One of the bench's own workloads could not run at all (not: a query failed)."""
 
 
 @dataclass
@@ -77,6 +97,8 @@ class Tally:
     cpu_seconds: float = 0.0
     rss_kib: int = 0
     latency_ms: Counter[float] = field(default_factory=Counter)  # histogram bucket -> count
+    error_kinds: Counter[str] = field(default_factory=Counter)  # own workloads: message -> count
+    idle: list[IdleRound] = field(default_factory=list)  # the "idle" workload's rounds
 
     def percentile(self, p: float) -> float:
         total = sum(self.latency_ms.values())
@@ -92,18 +114,6 @@ class Tally:
     @property
     def cpu_us_per_query(self) -> float | None:
         return self.cpu_seconds / self.queries * 1e6 if self.queries else None
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def sysbench(
@@ -190,9 +200,27 @@ def bulk(target: Target) -> str:
     return f"queries: {BULK_MB:.0f} ({BULK_MB / seconds:.2f} per sec.)\nignored errors: {errors}\n"
 
 
+def one_client(target: Target, args: argparse.Namespace, seconds: float) -> latency.LatencyRun:
+    """The "latency" workload: one connection, point selects back to back, each timed."""
+    try:
+        return latency.run(
+            target.host,
+            target.port,
+            APP_USER,
+            APP_PASSWORD,
+            APP_DATABASE,
+            seconds,
+            latency.point_selects(args.tables, args.table_size),
+        )
+    except (OSError, LoginRefused, ProtocolError) as exc:
+        raise WorkloadFailed(f"latency: no connection through {target.name}: {exc}") from exc
+
+
 def measure(workload: str, target: Target, args: argparse.Namespace, tally: Tally) -> float:
     before = cpu_seconds(target.pid) if target.pid else 0.0
-    if workload == "connect":
+    if workload == "latency":
+        timed = one_client(target, args, args.time)
+    elif workload == "connect":
         output = connect_per_request(target, args)
     elif workload == "bulk":
         output = bulk(target)
@@ -201,6 +229,15 @@ def measure(workload: str, target: Target, args: argparse.Namespace, tally: Tall
     if target.pid:
         tally.cpu_seconds += cpu_seconds(target.pid) - before
         tally.rss_kib = max(tally.rss_kib, rss_kib(target.pid))
+    if workload == "latency":
+        qps = timed.queries / timed.seconds
+        tally.queries += timed.queries
+        tally.qps.append(qps)
+        tally.errors += sum(timed.errors.values())
+        tally.error_kinds.update(timed.errors)
+        for us, count in timed.micros.items():
+            tally.latency_ms[us / 1000] += count
+        return qps
     queries = _QUERIES.search(output)
     if queries is None:
         raise SysbenchFailed(f"no 'queries: N (X per sec.)' line in sysbench's output:\n{output}")
@@ -211,6 +248,106 @@ def measure(workload: str, target: Target, args: argparse.Namespace, tally: Tall
     for value, count in _HISTOGRAM_ROW.findall(output):
         tally.latency_ms[float(value)] += int(count)
     return float(queries.group(2))
+
+
+def idle_rounds(
+    server: MariaDBServer,
+    targets: list[Target],
+    args: argparse.Namespace,
+    say: Callable[..., None],
+) -> dict[str, Tally]:
+    """The "idle" workload, alternating like the others, each run on a fresh middle process."""
+    tallies = {t.name: Tally() for t in targets}
+    statements = latency.point_selects(args.tables, args.table_size)
+    login = (APP_USER, APP_PASSWORD, APP_DATABASE)
+    for number in range(1, args.rounds + 1):
+        for target in targets:
+            with fresh_middle(target, server, args) as middle:
+                result, micros = idle.run(
+                    (middle.host, middle.port),
+                    login,
+                    probe_of(middle.pid),
+                    args.idle_clients,
+                    args.idle_busy,
+                    args.idle_bursts,
+                    statements,
+                )
+            tally = tallies[target.name]
+            tally.idle.append(result)
+            tally.queries += result.busy_queries
+            tally.qps.append(
+                result.busy_queries / result.busy_seconds if result.busy_seconds else 0
+            )
+            tally.errors += result.error_count
+            tally.error_kinds.update(result.errors)
+            tally.cpu_seconds += result.cpu_busy_seconds
+            tally.rss_kib = max(tally.rss_kib, result.rss_after_kib)
+            for us, count in micros.items():
+                tally.latency_ms[us / 1000] += count
+            per_client = result.kib_per_client
+            say(
+                f"  idle round {number} {target.name}: {result.connected}/{result.clients}"
+                f" clients in {result.connect_seconds:.1f} s"
+                + ("" if per_client is None else f", {per_client:.1f} KiB RSS per client")
+                + f", {result.busy_queries} busy queries, {result.error_count} errors"
+            )
+    return tallies
+
+
+def probe_of(pid: int | None) -> idle.Probe:
+    def probe() -> tuple[float, int]:
+        return (cpu_seconds(pid), rss_kib(pid)) if pid else (0.0, 0)
+
+    return probe
+
+
+@contextmanager
+def fresh_middle(
+    target: Target, server: MariaDBServer, args: argparse.Namespace
+) -> Iterator[Target]:
+    """A new relay or proxyd for one run of "idle": its "before" RSS must be that of a
+    process that never held thousands of clients (freed memory stays with the process).
+    proxyd gets a pool of --idle-pool-size, filled from the start, and room for the clients."""
+    if target.name == "relay":
+        proc, relay = start_relay(server)
+        try:
+            yield relay
+        finally:
+            stop_process(proc, signal.SIGTERM, 5)
+    elif target.name == "proxyd":
+        overrides = {
+            "pool": {
+                "mode": "transaction",
+                "max_size": args.idle_pool_size,
+                "min_idle": args.idle_pool_size,
+            },
+            "max_client_connections": args.idle_clients + 100,
+            "log": {"level": "warning"},
+        }
+        with ProxydProcess(server, overrides) as proxy:
+            yield Target("proxyd", proxy.host, proxy.port, proxy.pid)
+            if proxy.returncode is not None:
+                raise WorkloadFailed(
+                    f"proxyd exited with {proxy.returncode} during idle:\n{proxy.log_tail()}"
+                )
+    else:
+        yield target  # direct, or another proxy as it runs
+
+
+def raise_fd_limit(wanted: int) -> int:
+    """Raise RLIMIT_NOFILE (inherited by the server, proxyd and the relay) towards `wanted`;
+    the hard limit too where allowed (root). Returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= wanted or soft == resource.RLIM_INFINITY:
+        return soft
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return wanted
+        except (ValueError, OSError):
+            wanted = hard
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    return wanted
 
 
 def start_relay(server: MariaDBServer) -> tuple[subprocess.Popen[bytes], Target]:
@@ -235,7 +372,7 @@ def other_target(spec: str) -> Target:
     return Target(name, host or "127.0.0.1", int(port), int(pid) if pid else None)
 
 
-def report(results: dict[str, dict[str, Tally]], as_json: bool) -> None:
+def report(results: dict[str, dict[str, Tally]], args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for workload, tallies in results.items():
         direct = statistics.median(tallies["direct"].qps)
@@ -245,31 +382,87 @@ def report(results: dict[str, dict[str, Tally]], as_json: bool) -> None:
         for name, t in tallies.items():
             qps = statistics.median(t.qps)
             cpu = t.cpu_us_per_query if t.cpu_seconds or name != "direct" else None
-            rows.append(
-                {
-                    "workload": workload,
-                    "target": name,
-                    "qps": round(qps, 1),
-                    "p50_ms": t.percentile(50),
-                    "p95_ms": t.percentile(95),
-                    "p99_ms": t.percentile(99),
-                    "errors": t.errors,
-                    "cpu_us_per_query": None if cpu is None else round(cpu, 1),
-                    "rss_mib": round(t.rss_kib / 1024, 1) if t.rss_kib else None,
-                    "x_direct": round(qps / direct, 2),
-                    "x_relay_qps": round(qps / relay_qps, 2) if relay_qps else None,
-                    "x_relay_cpu": round(cpu / relay_cpu, 2) if cpu and relay_cpu else None,
-                    "rounds": [round(q, 1) for q in t.qps],
-                    "raw": asdict(t) | {"latency_ms": None},
-                }
-            )
-    if as_json:
+            row: dict[str, Any] = {
+                "workload": workload,
+                "target": name,
+                "qps": round(qps, 1),
+                "p50_ms": t.percentile(50),
+                "p95_ms": t.percentile(95),
+                "p99_ms": t.percentile(99),
+                "errors": t.errors,
+                "cpu_us_per_query": None if cpu is None else round(cpu, 1),
+                "rss_mib": round(t.rss_kib / 1024, 1) if t.rss_kib else None,
+                "x_direct": round(qps / direct, 2) if direct else None,
+                "x_relay_qps": round(qps / relay_qps, 2) if relay_qps else None,
+                "x_relay_cpu": round(cpu / relay_cpu, 2) if cpu and relay_cpu else None,
+                "rounds": [round(q, 1) for q in t.qps],
+            }
+            if workload == "latency":
+                row |= latency_figures(t, tallies["direct"])
+            if workload == "idle":
+                row |= idle_figures(t)
+            if t.error_kinds:
+                row["error_kinds"] = dict(t.error_kinds.most_common())
+            row["raw"] = asdict(t) | {"latency_ms": None, "error_kinds": None}
+            rows.append(row)
+    if args.json:
         print(json.dumps(rows, indent=2))
-        return
+    else:
+        print_table(rows)
+        if "latency" in results:
+            print_latency([r for r in rows if r["workload"] == "latency"])
+        if "idle" in results:
+            print_idle([r for r in rows if r["workload"] == "idle"], args)
+    return rows
 
-    def cell(value: object, fmt: str) -> str:
-        return "-" if value is None else format(value, fmt)
 
+def latency_figures(t: Tally, direct: Tally) -> dict[str, Any]:
+    """p50/p99 in us, and what the target adds to direct's (1 us resolution)."""
+    p50, p99 = t.percentile(50) * 1000, t.percentile(99) * 1000
+    return {
+        "p50_us": round(p50, 1),
+        "p99_us": round(p99, 1),
+        "added_p50_us": round(p50 - direct.percentile(50) * 1000, 1),
+        "added_p99_us": round(p99 - direct.percentile(99) * 1000, 1),
+    }
+
+
+def idle_figures(t: Tally) -> dict[str, Any]:
+    rounds = t.idle
+    connected = sum(r.connected for r in rounds)
+    connect_seconds = sum(r.connect_seconds for r in rounds)
+    per_client = [kib for r in rounds if (kib := r.kib_per_client) is not None]
+    measured = [r for r in rounds if r.rss_after_kib]  # the middle process was seen
+    return {
+        "clients": rounds[0].clients,
+        "connected_min": min(r.connected for r in rounds),
+        "connects_per_sec": round(connected / connect_seconds, 1) if connect_seconds else None,
+        "kib_per_client": round(statistics.median(per_client), 2) if per_client else None,
+        "kib_per_client_rounds": [round(kib, 2) for kib in per_client],
+        "rss_before_mib": round(max(r.rss_before_kib for r in measured) / 1024, 1)
+        if measured
+        else None,
+        "rss_idle_mib": round(max(r.rss_after_kib for r in measured) / 1024, 1)
+        if measured
+        else None,
+        "cpu_us_per_login": round(
+            sum(r.cpu_connect_seconds for r in measured)
+            / max(1, sum(r.connected for r in measured))
+            * 1e6,
+            1,
+        )
+        if measured
+        else None,
+        "busy": rounds[0].busy,
+        "lost_while_idle": sum(r.lost_while_idle for r in rounds),
+    }
+
+
+def _cell(value: object, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
     head = (
         f"{'workload':<19}{'target':<9}{'qps':>9}{'p50':>7}{'p95':>7}{'p99':>7}{'err':>5}"
         f"{'CPU us/q':>10}{'RSS MiB':>9}{'x direct':>9}{'x relay qps':>12}{'x relay CPU':>12}"
@@ -279,26 +472,103 @@ def report(results: dict[str, dict[str, Tally]], as_json: bool) -> None:
         print(
             f"{r['workload']:<19}{r['target']:<9}{r['qps']:>9.0f}{r['p50_ms']:>7.2f}"
             f"{r['p95_ms']:>7.2f}{r['p99_ms']:>7.2f}{r['errors']:>5}"
-            f"{cell(r['cpu_us_per_query'], '.1f'):>10}{cell(r['rss_mib'], '.1f'):>9}"
-            f"{r['x_direct']:>9.2f}{cell(r['x_relay_qps'], '.2f'):>12}"
-            f"{cell(r['x_relay_cpu'], '.2f'):>12}"
+            f"{_cell(r['cpu_us_per_query'], '.1f'):>10}{_cell(r['rss_mib'], '.1f'):>9}"
+            f"{_cell(r['x_direct'], '.2f'):>9}{_cell(r['x_relay_qps'], '.2f'):>12}"
+            f"{_cell(r['x_relay_cpu'], '.2f'):>12}"
         )
     print(
         "(qps: the median round; p50/p95/p99: ms per sysbench event over all rounds, an event"
         " being one query for oltp_point_select and a 14-query read-only transaction for"
-        " oltp_read_only; CPU: of the middle process)"
+        " oltp_read_only; CPU: of the middle process; latency: one client; idle: its bursts)"
     )
+
+
+def print_latency(rows: list[dict[str, Any]]) -> None:
+    head = (
+        f"{'latency, 1 client':<19}{'target':<9}{'qps':>9}{'p50 us':>9}{'p99 us':>9}"
+        f"{'+p50 us':>9}{'+p99 us':>9}{'err':>5}{'CPU us/q':>10}"
+    )
+    print("\n" + head + "\n" + "-" * len(head))
+    for r in rows:
+        print(
+            f"{'point selects':<19}{r['target']:<9}{r['qps']:>9.0f}{r['p50_us']:>9.1f}"
+            f"{r['p99_us']:>9.1f}{r['added_p50_us']:>9.1f}{r['added_p99_us']:>9.1f}"
+            f"{r['errors']:>5}{_cell(r['cpu_us_per_query'], '.1f'):>10}"
+        )
+    print(
+        "(one connection, one query at a time, each timed by the client, over all rounds;"
+        " +p50/+p99: added over direct. Issue 10, goal 2: proxyd's +p50 <= 50 us)"
+    )
+    _print_errors(rows)
+
+
+def print_idle(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    head = (
+        f"{'idle':<19}{'target':<9}{'clients':>8}{'login/s':>9}{'CPU us/login':>13}"
+        f"{'RSS MiB':>9}{'idle MiB':>9}{'KiB/client':>11}{'burst qps':>10}{'p50':>7}{'p99':>7}"
+        f"{'err':>5}"
+    )
+    print("\n" + head + "\n" + "-" * len(head))
+    for r in rows:
+        print(
+            f"{str(r['clients']) + ' on pool ' + str(args.idle_pool_size):<19}{r['target']:<9}"
+            f"{r['connected_min']:>8}"
+            f"{_cell(r['connects_per_sec'], '.0f'):>9}{_cell(r['cpu_us_per_login'], '.1f'):>13}"
+            f"{_cell(r['rss_before_mib'], '.1f'):>9}{_cell(r['rss_idle_mib'], '.1f'):>9}"
+            f"{_cell(r['kib_per_client'], '.2f'):>11}{r['qps']:>10.0f}{r['p50_ms']:>7.2f}"
+            f"{r['p99_ms']:>7.2f}{r['errors']:>5}"
+        )
+    print(
+        f"({args.idle_clients} clients log in and sit idle; RSS MiB: of the middle process before"
+        " they came, idle MiB: with all of them idle; KiB/client: the difference per client,"
+        f" median round; then {args.idle_busy} of them at once send a point select,"
+        f" {args.idle_bursts} times: burst qps, p50/p99 ms of those queries. err: failed logins,"
+        " queries and pings after idling. Issue 10, goal 4: proxyd <= 10 KiB per client, 0 err)"
+    )
+    _print_errors(rows)
+
+
+def _print_errors(rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        for message, count in list(r.get("error_kinds", {}).items())[:5]:
+            print(f"  {r['target']}: {count} x {message}")
 
 
 def run(args: argparse.Namespace) -> int:
     pool_size = args.pool_size
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else print
-    say(
-        f"sysbench {', '.join(args.workloads)}: {args.threads} threads, --db-ps-mode="
-        f"{args.ps_mode}, {args.tables} tables x {args.table_size} rows, {args.rounds} rounds x "
-        f"{args.time:g} s per target; proxyd: transaction pooling, max_size {pool_size}"
-    )
-    with MariaDBServer({"max_connections": 2 * args.threads + pool_size + 100}) as server:
+    threaded = [w for w in args.workloads if w not in ("latency", "idle")]
+    if threaded:
+        say(
+            f"sysbench {', '.join(threaded)}: {args.threads} threads, --db-ps-mode="
+            f"{args.ps_mode}, {args.tables} tables x {args.table_size} rows, {args.rounds} rounds"
+            f" x {args.time:g} s per target; proxyd: transaction pooling, max_size {pool_size}"
+        )
+    if "latency" in args.workloads:
+        say(
+            f"latency: 1 client, point selects one at a time, {args.rounds} rounds x"
+            f" {args.time:g} s per target"
+        )
+    max_connections = 2 * args.threads + pool_size + 100
+    if "idle" in args.workloads:
+        say(
+            f"idle: {args.idle_clients} clients (proxyd: pool of {args.idle_pool_size}), then"
+            f" {args.idle_busy} at once x {args.idle_bursts}; {args.rounds} rounds, a fresh relay"
+            f" and proxyd for each; RLIMIT_NOFILE {args.fd_limit}"
+        )
+        if args.fd_limit < 2 * args.idle_clients + 100:
+            say(
+                f"  the relay needs two file descriptors per client: with RLIMIT_NOFILE"
+                f" {args.fd_limit}, expect relay errors above {args.fd_limit // 2 - 50} clients"
+            )
+        # direct and the relay each bring every client to the server; the margin covers
+        # the previous run's connections that the server is still tearing down.
+        max_connections += 2 * args.idle_clients + args.idle_pool_size
+    with MariaDBServer({"max_connections": max_connections}) as server:
+        if "idle" in args.workloads:
+            granted = int(server.execute("SELECT @@max_connections")[0][0])
+            if granted < max_connections:
+                say(f"  MariaDB lowered max_connections to {granted} (open files limit)")
         overrides = {
             "pool": {
                 "mode": "transaction",
@@ -320,6 +590,12 @@ def run(args: argparse.Namespace) -> int:
                 sysbench(WORKLOADS[0], targets[0], "prepare", args)
                 results: dict[str, dict[str, Tally]] = {}
                 for workload in args.workloads:
+                    if workload == "idle":
+                        results[workload] = idle_rounds(server, targets, args, say)
+                        continue
+                    if args.warmup > 0 and workload == "latency":
+                        for target in targets:
+                            one_client(target, args, args.warmup)
                     if args.warmup > 0 and workload not in OWN_WORKLOADS:
                         for target in targets:
                             sysbench(workload, target, "run", args, args.warmup)
@@ -333,7 +609,10 @@ def run(args: argparse.Namespace) -> int:
                     return 1
         finally:
             stop_process(relay_proc, signal.SIGTERM, 5)
-    report(results, args.json)
+    rows = report(results, args)
+    if args.plot:
+        why_not = plot.write(rows, args.plot)
+        say(f"scripts/bench: no plot: {why_not}" if why_not else f"plot written to {args.plot}")
     return 0
 
 
@@ -358,10 +637,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2, help="unmeasured seconds first")
     parser.add_argument("--other", action="append", default=[], help="NAME=HOST:PORT[@PID]")
     parser.add_argument("--json", action="store_true", help="the table as JSON on stdout")
+    parser.add_argument(
+        "--plot", metavar="FILE.png", help="bar charts of the results (needs matplotlib)"
+    )
+    idle_knobs = parser.add_argument_group("the idle workload")
+    idle_knobs.add_argument(
+        "--idle-clients", type=int, default=10000, help="idle client connections (default 10000)"
+    )
+    idle_knobs.add_argument(
+        "--idle-busy", type=int, default=500, help="of them, how many query at once (default 500)"
+    )
+    idle_knobs.add_argument(
+        "--idle-bursts", type=int, default=5, help="how many such bursts (default 5)"
+    )
+    idle_knobs.add_argument(
+        "--idle-pool-size", type=int, default=20, help="proxyd pool.max_size (default 20)"
+    )
     args = parser.parse_args(argv)
     args.workloads = [w for w in args.workloads.split(",") if w]
     if min(args.rounds, args.threads, args.tables, args.table_size) < 1 or args.time <= 0:
         parser.error("--rounds, --time, --threads, --tables and --table-size must be positive")
+    if min(args.idle_clients, args.idle_busy, args.idle_bursts, args.idle_pool_size) < 1:
+        parser.error("--idle-clients, --idle-busy, --idle-bursts, --idle-pool-size: positive")
+    # Raised here, before anything starts: MariaDB, proxyd and the relay inherit it.
+    args.fd_limit = raise_fd_limit(2 * args.idle_clients + 1024) if "idle" in args.workloads else 0
     if shutil.which("sysbench") is None:
         print("scripts/bench: sysbench not found; run scripts/setup", file=sys.stderr)
         return 1
@@ -370,6 +669,9 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
     except SysbenchFailed as exc:
         print(f"scripts/bench: sysbench failed: {exc}", file=sys.stderr)
+        return 1
+    except WorkloadFailed as exc:
+        print(f"scripts/bench: {exc}", file=sys.stderr)
         return 1
     except RuntimeError as exc:
         print(f"scripts/bench: {exc}", file=sys.stderr)

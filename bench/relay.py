@@ -32,10 +32,12 @@ class _Side(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         peer = self.peer
-        if peer is not None and peer.transport is not None:
-            peer.transport.write(data)
-        else:
+        if peer is None or peer.transport is None:
             self.pending.append(data)  # the target is still connecting
+        elif not peer.transport.is_closing():
+            # Otherwise the peer left (a client's COM_QUIT and close crossing the server's
+            # last bytes): drop them, as the kernel would. uvloop raises on a closed handle.
+            peer.transport.write(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         peer = self.peer
@@ -70,6 +72,9 @@ class _Client(_Side):
                 self.transport.close()
             return
         assert server.transport is not None
+        if self.transport is None or self.transport.is_closing():
+            server.transport.close()  # the client left while the target was connecting
+            return
         for chunk in self.pending:
             server.transport.write(chunk)
         self.pending.clear()
