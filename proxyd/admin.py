@@ -15,7 +15,13 @@ from typing import Protocol
 
 from proxyd.console import ER_UNKNOWN_ERROR, Console, Done, Failed, Operated, ResultSet, normalise
 from proxyd.protocol import auth
-from proxyd.protocol.constants import CLIENT, COM_RESET_CONNECTION, COMMAND, SERVER_STATUS
+from proxyd.protocol.constants import (
+    CLIENT,
+    CLIENT_41_AUTH,
+    COM_RESET_CONNECTION,
+    COMMAND,
+    SERVER_STATUS,
+)
 from proxyd.protocol.errors import ProtocolError
 from proxyd.protocol.login import Outcome, ServerLogin
 from proxyd.protocol.messages import (
@@ -42,19 +48,8 @@ __all__ = ["AdminSession"]
 
 log = logging.getLogger("proxyd.admin")
 
-ADMIN_CAPABILITIES = (
-    CLIENT.LONG_PASSWORD
-    | CLIENT.LONG_FLAG
-    | CLIENT.CONNECT_WITH_DB
-    | CLIENT.PROTOCOL_41
-    | CLIENT.INTERACTIVE
-    | CLIENT.IGNORE_SIGPIPE
-    | CLIENT.TRANSACTIONS
-    | CLIENT.SECURE_CONNECTION
-    | CLIENT.PLUGIN_AUTH
-    | CLIENT.PLUGIN_AUTH_LENENC_CLIENT_DATA
-    | CLIENT.DEPRECATE_EOF
-)
+ADMIN_CAPABILITIES = CLIENT_41_AUTH | CLIENT.LONG_PASSWORD | CLIENT.CONNECT_WITH_DB
+ADMIN_CAPABILITIES |= CLIENT.INTERACTIVE | CLIENT.IGNORE_SIGPIPE | CLIENT.DEPRECATE_EOF
 # Clients read the leading number as the server's version; MariaDB's 5.5.5- prefix keeps
 # old clients from mistaking 10.x for something ancient.
 ADMIN_SERVER_VERSION = b"5.5.5-10.11.0-proxyd-admin"
@@ -164,23 +159,17 @@ class AdminSession(asyncio.Protocol):
 
     def _authenticated(self, outcome: Outcome) -> None:
         login = self._auth
-        for payload, seq in login.take_output():
-            self._write(payload, seq)
+        if self.transport is not None:
+            self.transport.write(login.framed_output())
         self._auth_switched = outcome is Outcome.SWITCHING
-        if outcome is Outcome.SWITCHING:
+        if self._auth_switched:
             return
         self._user = login.user.decode("utf-8", "replace")
         if outcome is Outcome.DENIED:
             self.daemon.stats.inc("auth_failures")
             log.warning("admin %s: access denied for user %r", self.peer, self._user)
-            host = self.peer.rsplit(":", 1)[0]
-            self._refuse(
-                ER_ACCESS_DENIED,
-                f"Access denied for user '{self._user}'@'{host}' "
-                f"(using password: {'YES' if login.used_password else 'NO'})",
-                login.next_seq,
-                sql_state=b"28000",
-            )
+            self._write(login.denial(self.peer), login.next_seq)
+            self.goodbye()
             return
         self.authenticated = True
         if self._login_timer is not None:

@@ -44,9 +44,9 @@ from proxyd.registry import PoolSummary, ReloadResult
 
 if TYPE_CHECKING:
     from proxyd.frontend import ClientSession
-    from proxyd.metrics import Stats
     from proxyd.pool import Pool
     from proxyd.server.connection import BackendConnection
+    from proxyd.stats import Stats
 
 __all__ = ["Answer", "Console", "Done", "Failed", "Operated", "ResultSet", "normalise"]
 

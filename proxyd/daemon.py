@@ -48,11 +48,12 @@ from proxyd.config import (
 from proxyd.frontend import DEFAULT_SERVER_VERSION, ClientSession, State
 from proxyd.listeners import ADMIN, CLIENT, METRICS, Listeners
 from proxyd.logs import reconfigure
-from proxyd.metrics import DaemonCollector, MetricsHTTP, Stats
+from proxyd.metrics import DaemonCollector, MetricsHTTP
 from proxyd.pool import Pool, Server
 from proxyd.registry import PoolSummary, ReloadResult
 from proxyd.reload import apply_backend, apply_users, config_changes
 from proxyd.sdnotify import Notifier
+from proxyd.stats import Stats
 from proxyd.upkeep import Upkeep, close_pool
 
 log = logging.getLogger("proxyd.daemon")

@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable, Mapping
 
 from proxyd.config import BackendConfig, Config, UserConfig, flatten_config
-from proxyd.metrics import Stats
 from proxyd.pool import Pool, Server
+from proxyd.stats import Stats
 
 log = logging.getLogger("proxyd.daemon")
 

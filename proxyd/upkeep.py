@@ -15,9 +15,10 @@ import logging
 import time
 from typing import Any, Protocol
 
-from proxyd.metrics import ServerHealth, Stats
+from proxyd.metrics import ServerHealth
 from proxyd.pool import Pool
 from proxyd.sdnotify import Notifier
+from proxyd.stats import Stats
 
 log = logging.getLogger("proxyd.daemon")
 

@@ -7,6 +7,7 @@ from pymysql.constants.CR import CR_SERVER_GONE_ERROR, CR_SERVER_LOST
 
 __all__ = [
     "CLIENT",
+    "CLIENT_41_AUTH",
     "CLIENT_MYSQL",
     "COMMAND",
     "COM_RESET_CONNECTION",
@@ -29,6 +30,11 @@ SERVER_PS_OUT_PARAMS = 0x1000  # the result set holds a prepared CALL's OUT para
 SERVER_STATUS_IN_TRANS_READONLY = 0x2000
 SERVER_SESSION_STATE_CHANGED = 0x4000
 COM_RESET_CONNECTION = 0x1F
+
+# What every connection proxyd speaks takes for granted: the 4.1 protocol and its
+# authentication (plugins, long auth data), transactions in the status, long column flags.
+CLIENT_41_AUTH = CLIENT.PROTOCOL_41 | CLIENT.SECURE_CONNECTION | CLIENT.PLUGIN_AUTH
+CLIENT_41_AUTH |= CLIENT.PLUGIN_AUTH_LENENC_CLIENT_DATA | CLIENT.TRANSACTIONS | CLIENT.LONG_FLAG
 
 # MariaDB: a peer that leaves CLIENT_MYSQL (the old CLIENT_LONG_PASSWORD bit) out of its
 # capabilities puts MariaDB's extended capabilities in the handshake's reserved bytes.

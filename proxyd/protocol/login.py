@@ -27,12 +27,15 @@ from proxyd.protocol.messages import (
     HandshakeV10,
     build_auth_more_data,
     build_auth_switch_request,
+    build_err,
     build_handshake_response,
     parse_auth_switch_request,
     parse_err,
     parse_handshake_v10,
 )
+from proxyd.protocol.packets import encode_packet
 
+ER_ACCESS_DENIED = 1045
 _NO_PASSWORD = b"\x00no such user"  # compared anyway, so a wrong user costs the same time
 
 
@@ -50,6 +53,21 @@ class ServerLogin:
         self.used_password = False  # for "Access denied ... (using password: YES|NO)"
         self.next_seq = 0
         self._out: list[tuple[bytes, int]] = []
+
+    def denial(self, peer: str) -> bytes:
+        """The ERR for a DENIED outcome, worded as the server words it (1045, 28000)."""
+        host = peer.rsplit(":", 1)[0]
+        name = self.user.decode("utf-8", "replace")
+        used = "YES" if self.used_password else "NO"
+        return build_err(
+            ER_ACCESS_DENIED,
+            f"Access denied for user '{name}'@'{host}' (using password: {used})",
+            b"28000",
+        )
+
+    def framed_output(self) -> bytes:
+        """take_output(), framed as packets, for one write."""
+        return b"".join(encode_packet(payload, seq) for payload, seq in self.take_output())
 
     def take_output(self) -> list[tuple[bytes, int]]:
         """Packets (payload, sequence id) to send before the OK or ERR."""

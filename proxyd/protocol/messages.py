@@ -196,6 +196,15 @@ def build_handshake_response(h: HandshakeResponse41) -> bytes:
     return b"".join(parts)
 
 
+def _headed(payload: bytes, header: int, otherwise: str) -> Reader:
+    """A Reader past the header byte that says which packet this is; ProtocolError if
+    the packet is another."""
+    r = Reader(payload)
+    if r.u8() != header:
+        raise ProtocolError(otherwise)
+    return r
+
+
 @dataclass(frozen=True, slots=True)
 class AuthSwitchRequest:
     plugin_name: bytes
@@ -203,9 +212,7 @@ class AuthSwitchRequest:
 
 
 def parse_auth_switch_request(payload: bytes) -> AuthSwitchRequest:
-    r = Reader(payload)
-    if r.u8() != 0xFE:
-        raise ProtocolError("not an AuthSwitchRequest")
+    r = _headed(payload, 0xFE, "not an AuthSwitchRequest")
     plugin = r.nul_str_or_rest()
     data: bytes = r.rest()
     if data.endswith(b"\x00"):
@@ -322,9 +329,7 @@ def build_ok(ok: OkPacket, capabilities: int) -> bytes:
 
 
 def parse_err(payload: bytes, capabilities: int = CLIENT.PROTOCOL_41) -> ErrPacket:
-    r = Reader(payload)
-    if r.u8() != 0xFF:
-        raise ProtocolError("not an ERR packet")
+    r = _headed(payload, 0xFF, "not an ERR packet")
     code = r.u16()
     state = b"HY000"
     if capabilities & CLIENT.PROTOCOL_41 and r.remaining() and r.data[r.pos] == ord("#"):
@@ -339,9 +344,7 @@ def build_err(code: int, message: str | bytes, sql_state: bytes = b"HY000") -> b
 
 
 def parse_eof(payload: bytes) -> EofPacket:
-    r = Reader(payload)
-    if r.u8() != 0xFE:
-        raise ProtocolError("not an EOF packet")
+    r = _headed(payload, 0xFE, "not an EOF packet")
     if r.remaining() >= 4:
         return EofPacket(r.u16(), r.u16())
     return EofPacket(0, 0)
@@ -429,9 +432,7 @@ class StmtPrepareOk:
 
 
 def parse_stmt_prepare_ok(payload: bytes) -> StmtPrepareOk:
-    r = Reader(payload)
-    if r.u8() != 0x00:
-        raise ProtocolError("not a COM_STMT_PREPARE OK")
+    r = _headed(payload, 0x00, "not a COM_STMT_PREPARE OK")
     stmt_id = r.u32()
     cols = r.u16()
     params = r.u16()

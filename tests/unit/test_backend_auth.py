@@ -15,7 +15,6 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from proxyd.backend import open_backend
 from proxyd.config import Address
 from proxyd.protocol import auth
 from proxyd.protocol.constants import CLIENT
@@ -28,6 +27,7 @@ from proxyd.protocol.messages import (
 )
 from proxyd.protocol.packets import PacketReader, encode_packet
 from proxyd.protocol.resultset import encode_text_result
+from proxyd.server.connection import ServerAccount, open_backend
 
 PASSWORD = b"s3cret-for-sha2"
 SERVER_CAPS = (
@@ -129,16 +129,8 @@ def test_caching_sha2_password_login(full_auth: bool) -> None:
         listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
         port = listener.sockets[0].getsockname()[1]
         lost: list[str] = []
-        conn = await open_backend(
-            Address("127.0.0.1", port),
-            b"app",
-            PASSWORD,
-            0,
-            45,
-            b"test",
-            lambda c, reason: lost.append(reason),
-            5.0,
-        )
+        account = ServerAccount(Address("127.0.0.1", port), b"app", PASSWORD, 0, 45, b"test")
+        conn = await open_backend(account, lambda c, reason: lost.append(reason), 5.0)
         assert conn.server_version == b"8.0.36"
         assert conn.wait_timeout == 600.0
         conn.close()

@@ -1,11 +1,11 @@
-"""The loss path's reading of statement text (proxyd/statements.py), bytes only."""
+"""The loss path's reading of statement text (proxyd/session/statements.py), bytes only."""
 
 from __future__ import annotations
 
 import pytest
 from pymysql.constants import COMMAND
 
-from proxyd.statements import cannot_commit, is_plain_rollback, is_retry_safe, uses_tables
+from proxyd.session.statements import cannot_commit, is_plain_rollback, is_retry_safe, uses_tables
 
 
 def q(sql: str) -> bytes:

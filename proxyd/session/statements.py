@@ -132,9 +132,7 @@ def uses_tables(command: int, payload: bytes) -> bool:
     if command != COMMAND.COM_QUERY:
         return True
     whole = words(payload[1:])
-    return not (
-        whole.lstrip(b" \t\r\n(").startswith(_TABLELESS) and not _TABLE_WORDS.search(whole)
-    )
+    return not (whole.lstrip(b" \t\r\n(").startswith(_TABLELESS) and not _TABLE_WORDS.search(whole))
 
 
 def is_plain_rollback(payload: bytes) -> bool:

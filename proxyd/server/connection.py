@@ -6,45 +6,39 @@ things at a time: runs a command of proxyd's own (ping, state replay, reset),
 or forwards a client's command and streams the answer straight to that
 client's transport through a ResponseTracker. It notices at once when the
 server closes it (KILL, wait_timeout, shutdown) and tells its owner.
+
+What the connection's server session holds, and proxyd's own commands that shape it
+(setup, replay, re-prepare, reset, ping), are in proxyd/server/setup.py; this module is
+the socket: login, the one-command-at-a-time primitive those rest on, and forwarding.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import itertools
 import logging
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-from pymysql.charset import charset_by_id
 
 from proxyd.protocol.constants import (
     CLIENT,
-    COM_RESET_CONNECTION,
+    CLIENT_41_AUTH,
     COMMAND,
     MARIADB_CLIENT_EXTENDED_METADATA,
     SERVER_STATUS,
-    SESSION_TRACK_SCHEMA,
-    SESSION_TRACK_SYSTEM_VARIABLES,
 )
 from proxyd.protocol.errors import ProtocolError
 from proxyd.protocol.login import ClientLogin, LoginRefused
 from proxyd.protocol.messages import (
-    ErrPacket,
-    OkPacket,
-    StateChange,
     build_command,
     parse_err,
-    parse_stmt_prepare_ok,
 )
 from proxyd.protocol.packets import PacketReader, encode_packet
 from proxyd.protocol.response import ResponseTracker
-from proxyd.protocol.resultset import decode_text_result
-from proxyd.variables import CHARSET_VARIABLES, UNMOVABLE_VARIABLES
+from proxyd.server.setup import BackendError, BackendGone, ServerSession
 
 if TYPE_CHECKING:
     from proxyd.config import Address
@@ -52,19 +46,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("proxyd.backend")
 
 # What proxyd asks of every server, whatever the client asked of proxyd.
-BASE_CAPABILITIES = (
-    CLIENT.LONG_PASSWORD
-    | CLIENT.LONG_FLAG
-    | CLIENT.PROTOCOL_41
-    | CLIENT.TRANSACTIONS
-    | CLIENT.SECURE_CONNECTION
-    | CLIENT.PLUGIN_AUTH
-    | CLIENT.PLUGIN_AUTH_LENENC_CLIENT_DATA
-    | CLIENT.SESSION_TRACK
-    | CLIENT.CONNECT_ATTRS
-    # Switched per client with COM_SET_OPTION, so it does not split the pool.
-    | CLIENT.MULTI_STATEMENTS
-)
+# MULTI_STATEMENTS is switched per client with COM_SET_OPTION, so it does not split the pool.
+BASE_CAPABILITIES = CLIENT_41_AUTH | CLIENT.LONG_PASSWORD | CLIENT.MULTI_STATEMENTS
+BASE_CAPABILITIES |= CLIENT.SESSION_TRACK | CLIENT.CONNECT_ATTRS
 # Client capabilities that change what a server sends or accepts: a backend is
 # only shared between clients that agree on these (the pool keys on them). A profile
 # holds them, and above bit 32 the MARIADB_PROFILE_CAPABILITIES the client asked for.
@@ -83,68 +67,37 @@ PROFILE_CAPABILITIES = (
 # puts in a column definition, never how many packets an answer has.
 MARIADB_PROFILE_CAPABILITIES = MARIADB_CLIENT_EXTENDED_METADATA
 
-SESSION_TRACKING_SETUP = (
-    b"SET SESSION session_track_schema=ON, session_track_state_change=ON,"
-    b" session_track_system_variables='*',"
-    b" session_track_transaction_info='CHARACTERISTICS'"
-)
-
 _ids = itertools.count(1)
 
-MAX_STATEMENTS_PER_BACKEND = 256
 # close_reason of a connection whose answer proxyd could not follow.
 PROTOCOL_ERROR = "protocol error from server"
 UNPLACED_LOGGED = 256
-ER_MAX_PREPARED_STMT_COUNT_REACHED = 1461
 
 
-class BackendError(Exception):
-    """The server refused or lost this connection."""
+@dataclass(frozen=True, slots=True)
+class ServerAccount:
+    """Whom a server connection logs in as, and the session it asks for."""
 
-    def __init__(self, message: str, err: ErrPacket | None = None) -> None:
-        super().__init__(message)
-        self.err = err
-
-
-class BackendGone(BackendError):
-    """The connection closed (reset, EOF, or timeout) while proxyd needed it."""
-
-
-def quote_value(value: bytes) -> bytes:
-    """A session-tracker value as a SQL literal for SET (numbers unquoted)."""
-    text = value.strip()
-    try:
-        float(text)
-        return text
-    except ValueError:
-        pass
-    if text.upper() == b"NULL":
-        return b"NULL"
-    return b"'" + value.replace(b"\\", b"\\\\").replace(b"'", b"\\'") + b"'"
+    address: Address
+    user: bytes
+    password: bytes
+    profile: int  # client capabilities that shape answers (see PROFILE_CAPABILITIES)
+    charset: int
+    schema: bytes | None = None
 
 
-def set_names_sql(charset_id: int) -> bytes:
-    cs = charset_by_id(charset_id)
-    return f"NAMES {cs.name} COLLATE {cs.collation}".encode()
-
-
-class BackendConnection(asyncio.Protocol):
+class BackendConnection(ServerSession, asyncio.Protocol):
     """A server connection; see the module docstring."""
 
     def __init__(
-        self,
-        address: Address,
-        user: bytes,
-        password: bytes,
-        profile: int,
-        charset: int,
-        schema: bytes | None,
-        on_lost: Callable[[BackendConnection, str], None],
+        self, account: ServerAccount, on_lost: Callable[[BackendConnection, str], None]
     ) -> None:
+        profile = account.profile
+        super().__init__(account.charset, account.schema, bool(profile & CLIENT.MULTI_STATEMENTS))
         self.id = next(_ids)
-        self.address = address
-        self.user = user
-        self._password = password
+        self.account = account
+        self.address = account.address
+        self.user = account.user
         self.profile = profile
         self.on_lost = on_lost
         self.transport: asyncio.Transport | None = None
@@ -154,24 +107,11 @@ class BackendConnection(asyncio.Protocol):
         self.server_charset = 0  # the server's default collation, from its greeting
         self.server_mariadb_capabilities = 0  # MariaDB's extended ones, from its greeting
         self.thread_id = 0
-        self.capabilities = 0
         self.server_capabilities = 0
-        self.wait_timeout = 28800.0
-        self.default_wait_timeout = 28800.0
         self.created_at = time.monotonic()
         self.last_active = self.created_at
-        self.last_ping = 0.0
         self.uses = 0
         self.status_flags = 0
-        # What the session on the server looks like now.
-        self.charset = charset
-        self.schema = schema
-        self.vars: dict[bytes, bytes] = {}
-        self.needs_reset = False
-        self.last_insert_id = 0
-        # Binary-protocol statements prepared here: SQL text -> server statement id, LRU order.
-        self.statements: collections.OrderedDict[bytes, int] = collections.OrderedDict()
-        self.multi_statements = bool(profile & CLIENT.MULTI_STATEMENTS)
         # Connection phase.
         self._reader: PacketReader | None = PacketReader()
         self._packet_waiter: asyncio.Future[tuple[int, bytes]] | None = None
@@ -184,7 +124,6 @@ class BackendConnection(asyncio.Protocol):
         self._internal_tracker: ResponseTracker | None = None
         self.read_timeout: float | None = None  # for forwarded statements; None: no limit
         self.command_timeout = 30.0  # for proxyd's own commands (backend.ping_timeout)
-        self.max_allowed_packet = 0
         self._last_data = 0.0
         self._watchdog: asyncio.TimerHandle | None = None
         self.pool: Any = None  # the owning Pool, set by it
@@ -376,6 +315,10 @@ class BackendConnection(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(encode_packet(payload, seq))
 
+    def send_unanswered(self, payload: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self._send(payload, 0)
+
     async def login(self, timeout: float) -> None:
         """Run the connection phase and the session setup; raise BackendError."""
         await asyncio.wait_for(self._login(), timeout)
@@ -389,7 +332,7 @@ class BackendConnection(asyncio.Protocol):
     async def _authenticate(self) -> None:
         login = ClientLogin(
             self.user,
-            self._password,
+            self.account.password,
             self.charset,
             self.schema,
             (BASE_CAPABILITIES | self.profile) & 0xFFFFFFFF,
@@ -417,16 +360,6 @@ class BackendConnection(asyncio.Protocol):
             raise BackendError(str(exc), exc.err) from None
         except ProtocolError as exc:
             raise BackendError(f"during login: {exc}") from None
-
-    async def setup_session(self) -> None:
-        """Switch on session tracking and learn this session's wait_timeout."""
-        await self.query(SESSION_TRACKING_SETUP)
-        rows = await self.query(b"SELECT @@wait_timeout, @@max_allowed_packet")
-        if isinstance(rows, list) and rows and rows[0][0] is not None:
-            self.wait_timeout = self.default_wait_timeout = float(rows[0][0])
-            if len(rows[0]) > 1:
-                self.max_allowed_packet = int(rows[0][1] or 0)
-        self.vars.clear()
 
     # -- proxyd's own commands ---------------------------------------------------
 
@@ -476,140 +409,6 @@ class BackendConnection(asyncio.Protocol):
             return
         if not fut.done():
             fut.set_result(packets)
-
-    async def query(self, sql: bytes) -> OkPacket | list[tuple[bytes | None, ...]]:
-        packets = await self.command(COMMAND.COM_QUERY, sql)
-        result = decode_text_result(packets, self.capabilities)
-        if isinstance(result, ErrPacket):
-            raise BackendError(
-                f"{sql[:60]!r} failed: {result.error_code} "
-                f"{result.message.decode(errors='replace')}",
-                result,
-            )
-        return result
-
-    async def ping(self, timeout: float) -> None:
-        packets = await asyncio.wait_for(self.command(COMMAND.COM_PING), timeout)
-        if packets and packets[0][:1] == b"\xff":
-            raise BackendError("ping refused", parse_err(packets[0]))
-        self.last_ping = time.monotonic()
-
-    async def reset(self) -> None:
-        """Return the server session to a fresh state (COM_RESET_CONNECTION)."""
-        packets = await self.command(COM_RESET_CONNECTION)
-        if packets and packets[0][:1] == b"\xff":
-            raise BackendError("reset refused", parse_err(packets[0]))
-        self.statements.clear()
-        self.last_insert_id = 0
-        await self.setup_session()
-        self.needs_reset = False
-
-    async def prepare(self, sql: bytes) -> int | ErrPacket:
-        """Prepare a statement for a client that prepared it elsewhere; return its id here."""
-        for _ in range(2):
-            packets = await self.command(COMMAND.COM_STMT_PREPARE, sql)
-            if packets and packets[0][:1] == b"\xff":
-                err = parse_err(packets[0])
-                if err.error_code == ER_MAX_PREPARED_STMT_COUNT_REACHED and self.statements:
-                    # The server-wide limit: make room from our own least recently used.
-                    for _ in range(max(1, len(self.statements) // 2)):
-                        self.forget_statement()
-                    continue
-                return err
-            stmt_id = parse_stmt_prepare_ok(packets[0]).statement_id
-            self.remember_statement(sql, stmt_id)
-            return stmt_id
-        return err
-
-    def remember_statement(self, sql: bytes, stmt_id: int) -> None:
-        old = self.statements.pop(sql, None)
-        if old is not None and old != stmt_id:
-            self._close_statement(old)
-        self.statements[sql] = stmt_id
-        while len(self.statements) > MAX_STATEMENTS_PER_BACKEND:
-            self.forget_statement()
-
-    def forget_statement(self, sql: bytes | None = None) -> None:
-        """Close one statement on the server (the least recently used by default)."""
-        if sql is None:
-            if not self.statements:
-                return
-            sql, stmt_id = self.statements.popitem(last=False)
-        else:
-            stmt_id = self.statements.pop(sql)
-        self._close_statement(stmt_id)
-
-    def _close_statement(self, stmt_id: int) -> None:
-        # COM_STMT_CLOSE has no answer, so it can go out between two commands.
-        if self.transport is not None and not self.transport.is_closing():
-            self._send(build_command(COMMAND.COM_STMT_CLOSE, stmt_id.to_bytes(4, "little")), 0)
-
-    def statement_id(self, sql: bytes) -> int | None:
-        stmt_id = self.statements.get(sql)
-        if stmt_id is not None:
-            self.statements.move_to_end(sql)
-        return stmt_id
-
-    async def set_multi_statements(self, on: bool) -> None:
-        packets = await self.command(COMMAND.COM_SET_OPTION, (0 if on else 1).to_bytes(2, "little"))
-        if packets and packets[0][:1] == b"\xff":
-            raise BackendError("COM_SET_OPTION refused", parse_err(packets[0]))
-        self.multi_statements = on
-
-    async def init_db(self, schema: bytes) -> ErrPacket | None:
-        packets = await self.command(COMMAND.COM_INIT_DB, schema)
-        if packets and packets[0][:1] == b"\xff":
-            return parse_err(packets[0])
-        self.schema = schema
-        return None
-
-    async def apply_state(self, charset: int, variables: dict[bytes, bytes]) -> ErrPacket | None:
-        """Bring charset and session variables to a client's, in one SET."""
-        assignments: list[bytes] = []
-        names_reset = any(v in self.vars and v not in variables for v in CHARSET_VARIABLES)
-        if charset != self.charset or names_reset:
-            assignments.append(set_names_sql(charset))
-        for name, value in variables.items():
-            if self.vars.get(name) != value or (names_reset and name in CHARSET_VARIABLES):
-                # The tracker reports character_set_results=NULL as an empty value.
-                literal = b"NULL" if not value and name in CHARSET_VARIABLES else quote_value(value)
-                assignments.append(b"@@session." + name + b"=" + literal)
-        for name in self.vars:
-            if name not in variables and name not in CHARSET_VARIABLES:
-                assignments.append(b"@@session." + name + b"=DEFAULT")
-        if not assignments:
-            return None
-        try:
-            await self.query(b"SET " + b", ".join(assignments))
-        except BackendError as exc:
-            if exc.err is None:
-                raise
-            return exc.err
-        self.charset = charset
-        self.vars = dict(variables)
-        self._note_wait_timeout()
-        return None
-
-    def _learn(self, per_ok: list[list[StateChange]]) -> None:
-        """Keep this connection's picture of its server session up to date."""
-        for change in (c for changes in per_ok for c in changes):
-            if change.type == SESSION_TRACK_SCHEMA:
-                self.schema = change.name or None
-            elif change.type == SESSION_TRACK_SYSTEM_VARIABLES:
-                # Unmovable ones pin their session here and are never replayed: compared
-                # with the client's (which leaves them out) they would be reset to DEFAULT.
-                if change.name.startswith(b"session_track_") or change.name in UNMOVABLE_VARIABLES:
-                    continue
-                self.vars[change.name] = change.value
-        self._note_wait_timeout()
-
-    def _note_wait_timeout(self) -> None:
-        value = self.vars.get(b"wait_timeout")
-        if value is None:
-            self.wait_timeout = self.default_wait_timeout
-        else:
-            with contextlib.suppress(ValueError):
-                self.wait_timeout = float(value)
 
     # -- forwarding a client's command -----------------------------------------
 
@@ -703,12 +502,7 @@ class BackendConnection(asyncio.Protocol):
 
 
 async def open_backend(
-    address: Address,
-    user: bytes,
-    password: bytes,
-    profile: int,
-    charset: int,
-    schema: bytes | None,
+    account: ServerAccount,
     on_lost: Callable[[BackendConnection, str], None],
     timeout: float,
     login_timeout: float | None = None,
@@ -716,7 +510,8 @@ async def open_backend(
     """Connect (within ``timeout``), log in and set up a server session (within
     ``login_timeout``, by default ``timeout`` too), or raise BackendError."""
     loop = asyncio.get_running_loop()
-    conn = BackendConnection(address, user, password, profile, charset, schema, on_lost)
+    address = account.address
+    conn = BackendConnection(account, on_lost)
     conn.command_timeout = timeout if login_timeout is None else login_timeout
     try:
         await asyncio.wait_for(

@@ -1,34 +1,30 @@
-"""Backend connection pools: one per user, sharing one server's connect budget.
+"""A user's pool of server connections: hand-out and return.
 
-A Pool hands healthy BackendConnections to client sessions and takes them
-back. Its janitor keeps every idle connection far from the server's
-``wait_timeout``: it pings connections idle for ``ping_interval``, retires
-those older than ``max_lifetime``, and refills to ``min_idle``. With ``auto``
-both are derived from the ``@@wait_timeout`` each connection learned (and
-re-learned when a client changes it): pings at a third of it (at most 30 s),
-lifetime half of it (at most 1 h).
-
-The Server object holds what all pools of one backend address share: the
-version string shown to clients, a bound on concurrent connection attempts,
-and exponential backoff with jitter while the server is unreachable.
+A Pool hands healthy BackendConnections to client sessions and takes them back: an idle
+one at once when its health is certain (take_idle, no I/O), else after a ping, else a new
+one within ``max_size``, else the session queues (FIFO, O(1) per hand-out). A connection
+that comes back dirty (a transaction, pinned state) is reset before anyone else gets it;
+one whose client left mid-statement is stopped (abandon). Its upkeep (pings, lifetime,
+min_idle) is the janitor's (janitor.py); what all pools of a server share is server.py's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
-import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from proxyd.backend import BackendConnection, BackendError, BackendGone, open_backend
-from proxyd.config import BackendConfig, PoolConfig, UserConfig
-from proxyd.metrics import Stats
+from proxyd.config import PoolConfig, UserConfig
+from proxyd.pool.janitor import Janitor, lifetime, ping_interval
+from proxyd.pool.server import SERVER_REFUSALS, AcquireError, Server
 from proxyd.protocol.messages import ErrPacket
 from proxyd.protocol.response import ResponseTracker
+from proxyd.server.connection import BackendConnection, BackendError, BackendGone
+from proxyd.stats import Stats
 
 
 class SessionShape(Protocol):
@@ -38,100 +34,10 @@ class SessionShape(Protocol):
     charset: int
     vars: dict[bytes, bytes]
 
+
 log = logging.getLogger("proxyd.pool")
 
-# Server answers to proxyd's login that waiting will not fix soon: passed on at once.
-SERVER_REFUSALS = frozenset((1040, 1045, 1129, 1203, 1226, 1227))
 MATCH_SCAN = 8  # idle connections looked at for one whose session already matches
-BACKOFF_BASE = 0.05
-BACKOFF_CAP = 1.0  # a server back from a restart is used within a second
-PING_AUTO_CAP = 30.0
-LIFETIME_AUTO_CAP = 3600.0
-DEFAULT_CHARSET = 45  # utf8mb4_general_ci
-DEFAULT_MAX_ALLOWED_PACKET = 64 * 1024 * 1024
-
-
-class AcquireError(Exception):
-    """No backend could be had; ``err`` is what the client should see."""
-
-    def __init__(self, message: str, err: ErrPacket | None = None) -> None:
-        super().__init__(message)
-        self.err = err
-
-
-class Server:
-    """One backend address: connect budget, backoff, and what we learned of it."""
-
-    def __init__(self, config: BackendConfig, stats: Stats) -> None:
-        self.config = config
-        self.stats = stats
-        self.version: bytes | None = None
-        self.max_allowed_packet = DEFAULT_MAX_ALLOWED_PACKET  # learned from the server
-        self.charset = DEFAULT_CHARSET
-        self.mariadb_capabilities = 0  # MariaDB's extended capabilities it offers
-        self.up = False
-        self.failures = 0
-        self.next_attempt = 0.0
-        self.last_error = ""
-        self._connecting = asyncio.Semaphore(config.max_connecting)
-
-    async def connect(
-        self,
-        user: UserConfig,
-        profile: int,
-        on_lost: Callable[[BackendConnection, str], None],
-    ) -> BackendConnection:
-        """One attempt, after any backoff in force; raise BackendError."""
-        delay = self.next_attempt - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        async with self._connecting:
-            try:
-                conn = await open_backend(
-                    self.config.address,
-                    user.backend_user.encode(),
-                    user.backend_password.encode(),
-                    profile,
-                    self.charset,
-                    None,
-                    on_lost,
-                    self.config.connect_timeout,
-                    self.config.ping_timeout,
-                )
-            except BackendError as exc:
-                self._failed(exc)
-                raise
-        self.stats.inc("backend_connects")
-        conn.stats = self.stats
-        if not self.up:
-            if self.failures:
-                log.info(
-                    "server %s is back after %d failed attempts", self.config.address, self.failures
-                )
-            self.up = True
-        self.failures = 0
-        self.next_attempt = 0.0
-        self.version = conn.server_version
-        self.mariadb_capabilities = conn.server_mariadb_capabilities
-        if conn.server_charset:
-            # Announced to clients in proxyd's own greeting, as the server would.
-            self.charset = conn.server_charset
-        if conn.max_allowed_packet:
-            self.max_allowed_packet = conn.max_allowed_packet
-        return conn
-
-    def _failed(self, exc: BackendError) -> None:
-        self.stats.inc("backend_connect_errors")
-        self.failures += 1
-        backoff = min(BACKOFF_CAP, BACKOFF_BASE * (2 ** min(self.failures, 10)))
-        self.next_attempt = time.monotonic() + backoff * random.uniform(0.5, 1.0)
-        message = str(exc)
-        log.debug("server %s: attempt %d failed: %s", self.config.address, self.failures, message)
-        if self.up or message != self.last_error:
-            # One line per burst of identical failures, not one per attempt.
-            log.warning("server %s: %s", self.config.address, message)
-        self.up = False
-        self.last_error = message
 
 
 # eq=False: waiters are compared by identity (`in`, remove()), in C; a generated __eq__
@@ -157,8 +63,7 @@ class Pool:
         self.waiters: collections.deque[_Waiter] = collections.deque()
         self.last_profile = 0
         self.closed = False
-        self._janitor: asyncio.Task[None] | None = None
-        self._pinging: set[BackendConnection] = set()
+        self._janitor = Janitor(self)
         self._stopping: set[asyncio.Task[None]] = set()  # abandon() at work
         # Connections opened before this moment (monotonic) are closed instead of reused
         # when they come back: the daemon sets it for RECONNECT and for a new backend
@@ -176,19 +81,13 @@ class Pool:
         return len(self.conns) + self.connecting
 
     def start(self) -> None:
-        self._janitor = asyncio.get_running_loop().create_task(self._janitor_loop())
-
-    # -- intervals ---------------------------------------------------------------
+        self._janitor.start()
 
     def ping_interval(self, conn: BackendConnection) -> float:
-        if self.config.ping_interval is not None:
-            return min(self.config.ping_interval, conn.wait_timeout * 0.5)
-        return max(0.1, min(PING_AUTO_CAP, conn.wait_timeout / 3))
+        return ping_interval(self.config, conn)
 
     def lifetime(self, conn: BackendConnection) -> float:
-        if self.config.max_lifetime is not None:
-            return min(self.config.max_lifetime, conn.wait_timeout * 0.5)
-        return min(LIFETIME_AUTO_CAP, conn.wait_timeout / 2)
+        return lifetime(self.config, conn)
 
     # -- hand-out ----------------------------------------------------------------
 
@@ -293,8 +192,12 @@ class Pool:
                 f"({self.config.acquire_timeout:g}s); {why}"
             ) from None
         finally:
-            if waiter in self.waiters:
-                self.waiters.remove(waiter)
+            # Handed a connection, the waiter already left the queue (_hand_over); failed,
+            # the whole queue was emptied. Only a timed-out or cancelled wait is still in
+            # it: the one case that pays for a scan.
+            if fut.cancelled():
+                with contextlib.suppress(ValueError):
+                    self.waiters.remove(waiter)
             self.stats.inc(
                 "acquire_wait_seconds_x1000", int((time.monotonic() - waiter.since) * 1000)
             )
@@ -355,7 +258,9 @@ class Pool:
             b"proxyd: server refused the backend login: " + exc.err.message,
         )
         self.refusal = err
-        for waiter in list(self.waiters):
+        waiters = list(self.waiters)
+        self.waiters.clear()
+        for waiter in waiters:
             if not waiter.future.done():
                 waiter.future.set_exception(AcquireError(str(exc), err))
 
@@ -498,71 +403,12 @@ class Pool:
         if holder is not None:
             holder.backend_lost(conn, reason)
 
-    # -- upkeep ------------------------------------------------------------------
-
-    async def _janitor_loop(self) -> None:
-        while not self.closed:
-            try:
-                self._tick()
-            except Exception:  # the janitor must outlive any one bad connection
-                log.exception("pool %s: janitor error", self.name)
-            await asyncio.sleep(self._tick_interval())
-
-    def _tick_interval(self) -> float:
-        intervals = [self.ping_interval(c) for c in self.conns]
-        return max(0.05, min([1.0, *[i / 4 for i in intervals]]))
-
-    def _tick(self) -> None:
-        for conn in list(self.idle):
-            if conn.age >= self.lifetime(conn):
-                self.idle.remove(conn)
-                self._retire(conn, "lifetime")
-            elif conn.idle_for >= self.ping_interval(conn):
-                self.idle.remove(conn)
-                self._ping_in_background(conn, back_to_idle=True)
-        for conn in list(self.conns):
-            # Connections held by idle sessions (session mode, pinned) need pings too.
-            if (
-                conn.holder is not None
-                and not conn.busy
-                and conn not in self._pinging
-                and conn.idle_for >= self.ping_interval(conn)
-            ):
-                self._ping_in_background(conn, back_to_idle=False)
-        missing = self.config.min_idle - len(self.idle) - self.connecting
-        while missing > 0 and self.size < self.config.max_size and not self.closed:
-            self._spawn(self.last_profile)
-            missing -= 1
-
-    def _ping_in_background(self, conn: BackendConnection, back_to_idle: bool) -> None:
-        self._pinging.add(conn)
-
-        async def ping() -> None:
-            try:
-                if conn.closed:
-                    return
-                if conn.busy:
-                    # Only a held connection can be busy here: its session sent a command
-                    # since the janitor looked, which proves it alive just as well.
-                    return
-                await conn.ping(self.server.config.ping_timeout)
-                self.stats.inc("pings")
-            except (BackendError, asyncio.TimeoutError):
-                self.stats.inc("pings_failed")
-                self._retire(conn, "ping_failed")
-                return
-            finally:
-                self._pinging.discard(conn)
-            if back_to_idle and conn.holder is None:
-                self._hand_over(conn)
-
-        asyncio.get_running_loop().create_task(ping())
-
     async def close(self) -> None:
         self.closed = True
-        if self._janitor is not None:
-            self._janitor.cancel()
-        for waiter in list(self.waiters):
+        self._janitor.stop()
+        waiters = list(self.waiters)
+        self.waiters.clear()
+        for waiter in waiters:
             if not waiter.future.done():
                 waiter.future.set_exception(AcquireError("proxyd: shutting down"))
         for conn in list(self.idle):

@@ -3,7 +3,7 @@
 The frontend forwards commands; this module keeps the books. After every
 answer, ``ClientState.absorb`` folds in what the server's session trackers
 reported (schema, system variables, transaction state) and what the
-statement's text implies (sqlhints), and recomputes ``pins``: the reasons,
+statement's text implies (hints.py), and recomputes ``pins``: the reasons,
 if any, why this client must stay on the backend it is using.
 
 Movable state (schema, character set, session variables, autocommit,
@@ -43,7 +43,7 @@ from proxyd.protocol.constants import (
 )
 from proxyd.protocol.messages import StateChange
 from proxyd.protocol.response import ResponseTracker
-from proxyd.sqlhints import NO_HINTS, StatementHints
+from proxyd.session.hints import NO_HINTS, StatementHints
 from proxyd.variables import CHARSET_VARIABLES, UNMOVABLE_VARIABLES
 
 
@@ -171,8 +171,10 @@ class ClientState:
 
         Returns what was lost that the client must be told of ("" for nothing)."""
         lost = ", ".join(
-            [*(["open transaction"] if self.in_transaction else []),
-             *(why for k, why in self.pins.items() if k not in SOFT_PINS)]
+            [
+                *(["open transaction"] if self.in_transaction else []),
+                *(why for k, why in self.pins.items() if k not in SOFT_PINS),
+            ]
         )
         self.pins.clear()
         self.temp_tables.clear()

@@ -1,0 +1,115 @@
+"""One backend address, shared by the pools of all users: the connect budget (at most
+``max_connecting`` logins at once), exponential backoff with jitter while the server is
+unreachable, and what proxyd learned of the server (version, charset, max_allowed_packet,
+MariaDB's extended capabilities) to show clients as the server would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+
+from proxyd.config import BackendConfig, UserConfig
+from proxyd.protocol.messages import ErrPacket
+from proxyd.server.connection import (
+    BackendConnection,
+    BackendError,
+    ServerAccount,
+    open_backend,
+)
+from proxyd.stats import Stats
+
+log = logging.getLogger("proxyd.pool")
+
+# Server answers to proxyd's login that waiting will not fix soon: passed on at once.
+SERVER_REFUSALS = frozenset((1040, 1045, 1129, 1203, 1226, 1227))
+
+BACKOFF_BASE = 0.05
+BACKOFF_CAP = 1.0  # a server back from a restart is used within a second
+DEFAULT_CHARSET = 45  # utf8mb4_general_ci
+DEFAULT_MAX_ALLOWED_PACKET = 64 * 1024 * 1024
+
+
+class AcquireError(Exception):
+    """No backend could be had; ``err`` is what the client should see."""
+
+    def __init__(self, message: str, err: ErrPacket | None = None) -> None:
+        super().__init__(message)
+        self.err = err
+
+
+class Server:
+    """One backend address: connect budget, backoff, and what we learned of it."""
+
+    def __init__(self, config: BackendConfig, stats: Stats) -> None:
+        self.config = config
+        self.stats = stats
+        self.version: bytes | None = None
+        self.max_allowed_packet = DEFAULT_MAX_ALLOWED_PACKET  # learned from the server
+        self.charset = DEFAULT_CHARSET
+        self.mariadb_capabilities = 0  # MariaDB's extended capabilities it offers
+        self.up = False
+        self.failures = 0
+        self.next_attempt = 0.0
+        self.last_error = ""
+        self._connecting = asyncio.Semaphore(config.max_connecting)
+
+    async def connect(
+        self,
+        user: UserConfig,
+        profile: int,
+        on_lost: Callable[[BackendConnection, str], None],
+    ) -> BackendConnection:
+        """One attempt, after any backoff in force; raise BackendError."""
+        delay = self.next_attempt - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        async with self._connecting:
+            try:
+                account = ServerAccount(
+                    self.config.address,
+                    user.backend_user.encode(),
+                    user.backend_password.encode(),
+                    profile,
+                    self.charset,
+                )
+                conn = await open_backend(
+                    account, on_lost, self.config.connect_timeout, self.config.ping_timeout
+                )
+            except BackendError as exc:
+                self._failed(exc)
+                raise
+        self.stats.inc("backend_connects")
+        conn.stats = self.stats
+        if not self.up:
+            if self.failures:
+                log.info(
+                    "server %s is back after %d failed attempts", self.config.address, self.failures
+                )
+            self.up = True
+        self.failures = 0
+        self.next_attempt = 0.0
+        self.version = conn.server_version
+        self.mariadb_capabilities = conn.server_mariadb_capabilities
+        if conn.server_charset:
+            # Announced to clients in proxyd's own greeting, as the server would.
+            self.charset = conn.server_charset
+        if conn.max_allowed_packet:
+            self.max_allowed_packet = conn.max_allowed_packet
+        return conn
+
+    def _failed(self, exc: BackendError) -> None:
+        self.stats.inc("backend_connect_errors")
+        self.failures += 1
+        backoff = min(BACKOFF_CAP, BACKOFF_BASE * (2 ** min(self.failures, 10)))
+        self.next_attempt = time.monotonic() + backoff * random.uniform(0.5, 1.0)
+        message = str(exc)
+        log.debug("server %s: attempt %d failed: %s", self.config.address, self.failures, message)
+        if self.up or message != self.last_error:
+            # One line per burst of identical failures, not one per attempt.
+            log.warning("server %s: %s", self.config.address, message)
+        self.up = False
+        self.last_error = message

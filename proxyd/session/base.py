@@ -1,0 +1,284 @@
+"""The client session's fields, states and actions: the base of its sans-IO core.
+
+SessionBase holds what every part of the core shares: the session's state (TRANSITIONS),
+its ClientState, the command in flight, and the action methods through which the core
+asks for I/O (send to the client, run a command on a server connection, release it,
+close). proxyd/frontend.py implements the actions over asyncio; the core's tests record
+them. The parts: login.py (connection phase, COM_CHANGE_USER), local.py (commands proxyd
+answers itself), core.py (the command phase, and what a lost server connection means).
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+
+from proxyd.protocol.constants import CLIENT
+from proxyd.protocol.errors import ProtocolError
+from proxyd.protocol.login import ServerLogin
+from proxyd.protocol.messages import OkPacket, build_eof, build_err, build_ok
+from proxyd.protocol.packets import PacketReader, encode_packet
+from proxyd.protocol.response import ResponseTracker
+from proxyd.session.answers import ER_NET_PACKETS_OUT_OF_ORDER, ER_UNKNOWN_STMT_HANDLER
+from proxyd.session.hints import NO_HINTS
+from proxyd.session.state import ClientState, PreparedStatement
+
+if TYPE_CHECKING:
+    from proxyd.config import Config
+    from proxyd.pool import Pool, Server
+    from proxyd.stats import Stats
+
+log = logging.getLogger("proxyd.frontend")
+
+
+class Host(Protocol):
+    """What a client session uses of the running daemon, which passes itself."""
+
+    stats: Stats
+    config: Config
+    sessions: set[Any]  # the running ClientSessions (proxyd/frontend.py)
+    server: Server
+    pools: dict[str, Pool]
+    accepting: bool
+
+    @property
+    def paused(self) -> bool: ...
+
+    async def wait_unpaused(self) -> None: ...
+
+    def server_version(self) -> bytes: ...
+
+    def server_charset(self) -> int: ...
+
+
+class ServerConnection(Protocol):
+    """What the core reads and notes of the server connection running its commands
+    (proxyd/server/connection.py's BackendConnection)."""
+
+    closed: bool
+    close_reason: str
+    thread_id: int
+    charset: int
+    schema: bytes | None
+    vars: dict[bytes, bytes]
+    multi_statements: bool
+    last_insert_id: int
+    needs_reset: bool
+    holder: object
+    last_session: object
+
+    @property
+    def busy(self) -> bool: ...
+
+    @property
+    def forwarding(self) -> bool: ...
+
+    def statement_id(self, sql: bytes) -> int | None: ...
+
+    def remember_statement(self, sql: bytes, stmt_id: int) -> None: ...
+
+    def forget_statement(self, sql: bytes | None = None) -> None: ...
+
+    def close(self, reason: str = "closed") -> None: ...
+
+
+class State(enum.Enum):
+    # Members are singletons: hash them as objects, in C, not by name in Python (a
+    # TRANSITIONS lookup happens twice per statement).
+    __hash__ = object.__hash__
+
+    AUTHENTICATING = "authenticating"
+    IDLE = "idle"
+    ACQUIRING = "acquiring"  # waiting for a backend, or bringing it to our state
+    IN_COMMAND = "in_command"  # a command forwarded, its answer streaming back
+    INFILE = "infile"  # relaying a LOCAL INFILE's contents to the server
+    CLOSED = "closed"
+
+
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.AUTHENTICATING: frozenset({State.IDLE, State.CLOSED}),
+    State.IDLE: frozenset({State.ACQUIRING, State.IN_COMMAND, State.CLOSED, State.IDLE}),
+    State.ACQUIRING: frozenset({State.IN_COMMAND, State.IDLE, State.CLOSED}),
+    State.IN_COMMAND: frozenset({State.IDLE, State.INFILE, State.ACQUIRING, State.CLOSED}),
+    State.INFILE: frozenset({State.IN_COMMAND, State.IDLE, State.CLOSED}),
+    State.CLOSED: frozenset({State.CLOSED}),
+}
+
+_session_ids = itertools.count(1)
+MAX_BUFFERED_INPUT = 1 << 20
+RETRY_PAUSE = 0.05  # before the first re-run; doubles for each further one
+MAX_LOGIN_PACKET = 64 * 1024
+MAX_CHANGE_USER_FAILURES = 3  # then COM_CHANGE_USER is refused on that connection
+CHANGE_USER_FAILURE_PAUSE = 1.0  # the server's own pause before answering a failure
+
+
+class SessionBase:
+    """See the module docstring."""
+
+    def __init__(self, daemon: Host) -> None:
+        self.daemon = daemon
+        self.id = next(_session_ids)
+        self.state = State.AUTHENTICATING
+        self.peer = "?"
+        self.user = ""
+        self.pool: Pool | None = None
+        self.backend: ServerConnection | None = None
+        self.capabilities = 0
+        self.mariadb_capabilities = 0
+        self.profile = 0
+        self.connected_at = time.monotonic()
+        self.last_active = self.connected_at
+        self.cs = ClientState(0, 45, None)  # replaced at login
+        # The answer owed to the next command after state held on a server connection
+        # (a transaction, locks, variables...) was lost with it; see _gate().
+        self._loss: bytes | None = None
+        # Before login a peer gets to send a handshake response, nothing big.
+        self._reader = PacketReader(max_payload=MAX_LOGIN_PACKET)
+        self._auth = ServerLogin(self._password_for)
+        self._auth_stage = False  # waiting for the answer to an AuthSwitchRequest
+        self._pending_db: bytes | None = None
+        self._pending_charset = 45
+        self._change_user = False
+        self._change_user_failures = 0
+        self._tracker: ResponseTracker | None = None
+        self._command: bytes = b""
+        self._hints = NO_HINTS
+        self._stmt: PreparedStatement | None = None
+        self._last_backend: ServerConnection | None = None
+        self._attempts = 0
+        self._retry_deadline = 0.0
+        self._verify_after = 0.0
+        self._started = 0.0
+        self._paused = False  # reading the client is paused: its input piled up
+
+    def _password_for(self, user: bytes) -> bytes | None:
+        account = self.daemon.config.users.get(user.decode("utf-8", "replace"))
+        return None if account is None else account.password.encode()
+
+    def _statement(self, payload: bytes) -> PreparedStatement | None:
+        if len(payload) < 5:
+            raise ProtocolError("statement command too short")
+        stmt_id = int.from_bytes(payload[1:5], "little")
+        stmt = self.cs.statements.get(stmt_id)
+        if stmt is None:
+            self._write(
+                build_err(
+                    ER_UNKNOWN_STMT_HANDLER,
+                    f"Unknown prepared statement handler ({stmt_id}) given to mysqld_stmt_execute",
+                ),
+                1,
+            )
+        return stmt
+
+    # -- state machine -----------------------------------------------------------
+
+    def _to(self, state: State) -> None:
+        if state not in TRANSITIONS[self.state]:
+            raise RuntimeError(f"session {self.id}: {self.state.value} -> {state.value}")
+        self.state = state
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.cs.in_transaction
+
+    @property
+    def pinned(self) -> bool:
+        return self.cs.pinned
+
+    @property
+    def pins(self) -> dict[str, str]:
+        return self.cs.pins
+
+    def pin_reasons(self) -> str:
+        return self.cs.pin_reasons()
+
+    def _maybe_release(self) -> None:
+        if self.daemon.config.pool.mode == "session":
+            return
+        if self.cs.in_transaction or self.cs.pinned:
+            return
+        self._release_backend(reset=False)
+
+    def _finish_local(self, payload: bytes, seq: int = 1) -> None:
+        """Answer the current command ourselves and go back to idle."""
+        if self.state is State.CLOSED:
+            return
+        self._write(payload, seq)
+        self._tracker = None
+        if self.state is not State.IDLE:
+            self._to(State.IDLE)
+        self._maybe_release()
+        self._pump()
+
+    def _ok(self) -> bytes:
+        return build_ok(OkPacket(status_flags=self.cs.status_flags), self.capabilities)
+
+    def _eof_or_ok(self) -> bytes:
+        if self.capabilities & CLIENT.DEPRECATE_EOF:
+            return build_ok(
+                OkPacket(status_flags=self.cs.status_flags, header=0xFE), self.capabilities
+            )
+        return build_eof(self.cs.status_flags)
+
+    def _write(self, payload: bytes, seq: int) -> None:
+        self.send(encode_packet(payload, seq))
+
+    def _refuse(self, code: int, message: str, seq: int, sql_state: bytes = b"HY000") -> None:
+        self._write(build_err(code, message, sql_state), seq)
+        self._close()
+
+    def _protocol_violation(self, reason: str) -> None:
+        log.warning("client %s: protocol error: %s; closing", self.peer, reason)
+        self.daemon.stats.inc("client_protocol_errors")
+        self._refuse(ER_NET_PACKETS_OUT_OF_ORDER, f"proxyd: malformed packet: {reason}", seq=1)
+
+    # -- actions: what the adapter (proxyd/frontend.py) does for the core -----------
+
+    def send(self, data: bytes) -> None:
+        """Write framed bytes to the client."""
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        """Close the client connection; the session ends (see _close_session)."""
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        """Run ``self._command`` (past the gate) on a server connection brought to this
+        session's state; its answer comes back through _answered or backend_lost."""
+        raise NotImplementedError
+
+    def _rerun(self, pause: float) -> None:
+        """Run the command again after ``pause`` seconds, on a verified connection."""
+        raise NotImplementedError
+
+    def _release_backend(self, reset: bool) -> None:
+        """Give the server connection back to the pool (reset first if ``reset``)."""
+        raise NotImplementedError
+
+    def _relay_infile(self, seq: int, payload: bytes) -> None:
+        """A packet of a LOCAL INFILE's contents, for the server."""
+        raise NotImplementedError
+
+    def _answer_later(self, pause: float, payload: bytes, seq: int) -> None:
+        """Finish the command with ``payload`` after ``pause`` seconds."""
+        raise NotImplementedError
+
+    def _logged_in(self) -> None:
+        """The login is over: the login timeout no longer applies."""
+
+    def pause_reading(self) -> None:
+        """Stop reading the client until resume_reading (input is piling up)."""
+
+    def resume_reading(self) -> None:
+        """Read the client again."""
+
+    def goodbye(self) -> None:
+        """Close this client (KILL CONNECTION, shutdown)."""
+        self._close()
+
+    def _pump(self) -> None:
+        """Take client packets while nothing else is in flight (core.py)."""
+        raise NotImplementedError

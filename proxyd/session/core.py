@@ -1,0 +1,386 @@
+"""The client session's core: client packets and server-connection events in, actions out.
+
+SessionCore holds everything a client session decides, and nothing that does I/O: no
+socket, no event loop, no task. Bytes from the client go in through ``receive_data``; the
+answer to a command comes in through ``_answered`` (the server connection streamed it
+whole) or ``backend_lost`` (the server connection died). What the session wants done
+comes out through the action methods at the end of the class (send bytes to the client,
+run the command on a server connection, re-run it after a pause, release the server
+connection, close), which the asyncio adapter (proxyd/frontend.py) implements and which
+the core's tests record (tests/session/).
+
+Invariants, each owned by one method:
+- A command goes to a server connection only past ``_gate()``: a session in a transaction,
+  or holding state on its server connection, goes on there or nowhere. Once that
+  connection is lost, in whichever order the close, its callback and the next command
+  arrive, that command gets the loss answer (1213 for a transaction) and never runs on
+  another connection in autocommit.
+- ``_command_failed`` re-runs only what cannot have changed anything (nothing received,
+  no state bound, a read); a COMMIT lost in flight is answered "may or may not have been
+  applied", never "rolled back".
+- ``_maybe_release`` keeps the server connection while a transaction is open or the
+  session holds state that cannot move (see session/state.py); otherwise it goes back to
+  the pool after each answer (transaction pooling).
+
+Session states, and the moves between them, are in TRANSITIONS below.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar
+
+from proxyd.protocol.constants import (
+    COM_RESET_CONNECTION,
+    COMMAND,
+    MAX_PACKET_PAYLOAD,
+)
+from proxyd.protocol.errors import PacketTooLarge, ProtocolError
+from proxyd.protocol.messages import build_err
+from proxyd.protocol.response import ResponseTracker
+from proxyd.session.answers import (
+    ER_NET_PACKET_TOO_LARGE,
+    ER_STMT_HAS_NO_OPEN_CURSOR,
+    ER_UNKNOWN_COM,
+    LOST_TRANSACTION,
+    REFUSED_COMMANDS,
+    lost_in_flight_err,
+    lost_state_err,
+)
+from proxyd.session.hints import NO_HINTS, analyse, replace_connection_id
+from proxyd.session.state import PreparedStatement, charset_id
+from proxyd.session.statements import cannot_commit, is_plain_rollback, is_retry_safe, uses_tables
+
+if TYPE_CHECKING:
+    pass
+
+from proxyd.server.connection import PROTOCOL_ERROR
+from proxyd.session.base import MAX_BUFFERED_INPUT, RETRY_PAUSE, ServerConnection, State
+from proxyd.session.local import LocalCommands
+from proxyd.session.login import LoginPhase
+
+log = logging.getLogger("proxyd.frontend")
+
+
+class SessionCore(LoginPhase, LocalCommands):
+    """One client session's decisions; see the module docstring."""
+
+    # Commands answered without a server connection, by command byte (filled below).
+    _LOCAL_COMMANDS: ClassVar[dict[int, Callable[[SessionCore, bytes], None]]] = {}
+
+    def receive_data(self, data: bytes) -> None:
+        """Bytes from the client."""
+        self.last_active = time.monotonic()
+        self.daemon.stats.counters["bytes_received"] += len(data)
+        self._reader.feed(data)
+        try:
+            if self.state is State.AUTHENTICATING and not self._auth_stage:
+                self._authenticate()
+            self._pump()
+        except PacketTooLarge as exc:
+            if self.state is State.AUTHENTICATING:
+                self._protocol_violation(f"login {exc}")
+                return
+            # What the server itself answers, and like it, proxyd closes the connection.
+            log.warning("client %s: packet above max_allowed_packet; closing", self.peer)
+            self.daemon.stats.inc("client_protocol_errors")
+            self._refuse(
+                ER_NET_PACKET_TOO_LARGE,
+                "Got a packet bigger than 'max_allowed_packet' bytes",
+                seq=1,
+                sql_state=b"08S01",
+            )
+        except ProtocolError as exc:
+            self._protocol_violation(str(exc))
+
+    def _pump(self) -> None:
+        """Take client packets while nothing else is in flight."""
+        while self.state is State.IDLE or self.state is State.INFILE or self._auth_stage:
+            packet = self._reader.next_packet()
+            if packet is None:
+                break
+            seq, payload = packet
+            if self._auth_stage:
+                self._authenticated(self._auth.switched(payload, seq))
+                continue
+            if self.state is State.INFILE:
+                self._relay_infile(seq, payload)
+                continue
+            if self._reader.first_seq != 0:
+                raise ProtocolError(
+                    f"command with sequence id {self._reader.first_seq} (expected 0)"
+                )
+            if not payload:
+                raise ProtocolError("empty command packet")
+            self._dispatch(payload)
+        if self._reader.buffered > MAX_BUFFERED_INPUT and self.state is not State.IDLE:
+            self.pause_reading()
+        elif self._paused and self.state is State.IDLE:
+            self.resume_reading()
+
+    def _dispatch(self, payload: bytes) -> None:
+        command = payload[0]
+        stats = self.daemon.stats
+        stats.inc("commands")
+        if command == COMMAND.COM_QUERY:
+            stats.inc("queries")
+            self._hints = analyse(payload[1:])
+            if self._hints is not NO_HINTS:
+                rewritten = self._local_query(payload)
+                if rewritten is None:
+                    return
+                payload = rewritten
+        else:
+            self._hints = NO_HINTS
+            handler = self._LOCAL_COMMANDS.get(command)
+            if handler is not None:
+                handler(self, payload)
+                return
+            if command == COMMAND.COM_PROCESS_KILL:
+                if len(payload) < 5:
+                    raise ProtocolError("COM_PROCESS_KILL too short")
+                rewritten = self._kill(False, int.from_bytes(payload[1:5], "little"))
+                if rewritten is None:
+                    return
+                payload = rewritten
+            if command in REFUSED_COMMANDS or command > COM_RESET_CONNECTION:
+                self._write(build_err(ER_UNKNOWN_COM, "Unknown command", b"08S01"), 1)
+                return
+        self._stmt = None
+        if command in (COMMAND.COM_STMT_EXECUTE, COMMAND.COM_STMT_FETCH):
+            stmt = self._statement(payload)
+            if stmt is None:
+                return
+            if command == COMMAND.COM_STMT_FETCH and self.cs.cursor_statement != stmt.id:
+                self._write(
+                    build_err(
+                        ER_STMT_HAS_NO_OPEN_CURSOR, f"The statement ({stmt.id}) has no open cursor"
+                    ),
+                    1,
+                )
+                return
+            self._stmt = stmt
+        self._command = payload
+        self._attempts = 0
+        self._verify_after = 0.0
+        if self._gate():
+            return
+        self._run()
+
+    def _local_query(self, payload: bytes) -> bytes | None:
+        """Statements proxyd answers (None) or rewrites (the COM_QUERY to forward)."""
+        hints = self._hints
+        if hints.kill is not None:
+            return self._kill(*hints.kill)
+        if hints.set_names is not None:
+            charset = charset_id(*hints.set_names)
+            if charset is not None:
+                # Movable state: recorded here, applied on whichever backend runs next.
+                self.cs.set_charset(charset)
+                self._write(self._ok(), 1)
+                return None
+        if hints.connection_id:
+            return b"\x03" + replace_connection_id(payload[1:], self.id)
+        return payload
+
+    def _in_sync(self, backend: ServerConnection) -> bool:
+        cs = self.cs
+        return (
+            backend.charset == cs.charset
+            and backend.vars == cs.vars
+            and (cs.schema is None or backend.schema == cs.schema)
+            and backend.multi_statements == cs.multi_statements
+            and (
+                not self._hints.reads_last_insert_id or backend.last_insert_id == cs.last_insert_id
+            )
+            and (self._stmt is None or backend.statement_id(self._stmt.sql) is not None)
+        )
+
+    def _hold(self, backend: ServerConnection) -> None:
+        self.backend = backend
+        backend.holder = self
+
+    def _gate(self) -> bool:
+        """The one check before a command may go to a server connection.
+
+        A session in a transaction or holding state on its server connection goes on
+        there or nowhere: once that connection is lost, whichever came first (its close,
+        the close's callback, this command), the next command gets the loss answer
+        (1213 for a transaction) instead of running on another connection outside the
+        transaction. Returns True when the command was answered here.
+        """
+        backend = self.backend
+        if backend is not None and backend.closed:
+            self.backend_lost(backend, backend.close_reason or "closed")
+        elif backend is None and self.cs.bound:
+            self._note_lost("no server connection")
+        loss = self._loss
+        if loss is None:
+            return False
+        self._loss = None
+        self.daemon.stats.inc("errors_passed_on")
+        if loss is LOST_TRANSACTION and is_plain_rollback(self._command):
+            # What the client asks for has happened: the server rolled it back.
+            loss = self._ok()
+        if self.state is State.IDLE:
+            self._write(loss, 1)  # from _dispatch: nothing started
+        else:
+            self._finish_local(loss)
+        return True
+
+    def _note_lost(self, reason: str) -> None:
+        """The server connection holding this idle session's state is gone."""
+        cs = self.cs
+        in_transaction = cs.in_transaction
+        lost = cs.lose_backend()
+        if in_transaction:
+            self._loss = LOST_TRANSACTION
+            log.warning("session %s: backend lost inside a transaction (%s)", self.id, reason)
+        elif lost:
+            self._loss = lost_state_err(lost)
+            log.warning(
+                "session %s: backend holding %s lost (%s); that state is gone",
+                self.id,
+                lost,
+                reason,
+            )
+        else:
+            self.daemon.stats.inc("errors_hidden")
+
+    def _answered(self, tracker: ResponseTracker) -> None:
+        """The backend streamed the whole answer (or paused for LOCAL INFILE)."""
+        if self.state is State.CLOSED:
+            return
+        if tracker.awaiting_infile:
+            self._to(State.INFILE)
+            self._pump()
+            return
+        self._tracker = None
+        self.daemon.stats.observe_query(time.monotonic() - self._started)
+        if self._stmt is not None:
+            self._stmt.long_data.clear()  # kept until now for a re-run
+        self._absorb(tracker)
+        self._to(State.IDLE)
+        self._maybe_release()
+        self._pump()
+
+    def _absorb(self, tracker: ResponseTracker) -> None:
+        cs = self.cs
+        command = self._command[0]
+        was_in_transaction = cs.in_transaction
+        cs.absorb(
+            command,
+            tracker,
+            self._hints,
+            uses_tables="warnings" not in cs.pins or uses_tables(command, self._command),
+        )
+        if was_in_transaction and not cs.in_transaction:
+            self.daemon.stats.inc("transactions")
+        backend = self.backend
+        if backend is not None and tracker.ok is not None and tracker.ok.last_insert_id:
+            backend.last_insert_id = tracker.ok.last_insert_id
+        prep = tracker.prepare_ok
+        if command == COMMAND.COM_STMT_PREPARE and prep is not None:
+            stmt_id = cs.next_statement_id
+            cs.next_statement_id += 1
+            sql = self._command[1:]
+            cs.statements[stmt_id] = PreparedStatement(
+                stmt_id, sql, prep.num_params, prep.num_columns
+            )
+            if backend is not None:
+                backend.remember_statement(sql, prep.statement_id)
+        elif command == COMMAND.COM_STMT_EXECUTE and "cursor" in cs.pins and self._stmt is not None:
+            cs.cursor_statement = self._stmt.id
+
+    def backend_lost(self, backend: ServerConnection, reason: str) -> None:
+        if backend is not self.backend:
+            return
+        self.backend = None
+        if self.state is State.CLOSED:
+            return
+        tracker = self._tracker
+        if self.state in (State.IN_COMMAND, State.INFILE) and tracker is not None:
+            self._tracker = None
+            self._command_failed(tracker, reason)
+            return
+        self._note_lost(reason)
+
+    def _command_failed(self, tracker: ResponseTracker, reason: str) -> None:
+        """The backend died with our command in flight."""
+        nothing_sent = not tracker.in_result_rows and tracker.last_seq < 0
+        cs = self.cs
+        was_in_trans = cs.in_transaction
+        command, stmt = self._command, self._stmt
+        prepared = stmt.sql if stmt is not None else None
+        # An answer proxyd could not follow would fail the same way again: not re-run.
+        garbled = reason.startswith(PROTOCOL_ERROR)
+        if nothing_sent and not cs.bound and not garbled and is_retry_safe(command, prepared):
+            # retry.max_attempts counts tries in total, the first included.
+            retry = self.daemon.config.retry
+            now = time.monotonic()
+            if self._attempts == 0:
+                self._retry_deadline = now + retry.timeout
+            self._attempts += 1
+            if self._attempts < retry.max_attempts and now < self._retry_deadline:
+                self.daemon.stats.inc("retries")
+                self.daemon.stats.inc("errors_hidden")
+                log.info(
+                    "session %s: backend lost (%s); re-running a read-only command", self.id, reason
+                )
+                # Whatever killed that connection (a KILL round, a restart) may have killed
+                # the idle ones too: re-run on one heard from since, after a short pause.
+                self._verify_after = now
+                pause = min(RETRY_PAUSE * 2 ** (self._attempts - 1), self._retry_deadline - now)
+                self._to(State.ACQUIRING)
+                self._rerun(pause)
+                return
+        self.daemon.stats.inc("errors_passed_on")
+        if stmt is not None:
+            stmt.long_data.clear()
+        lost = cs.lose_backend()
+        also = f"; lost with it: {lost}" if lost and not was_in_trans else ""
+        if was_in_trans and nothing_sent and is_plain_rollback(command):
+            err = self._ok()  # rolled back either way
+        elif was_in_trans and cannot_commit(command, prepared):
+            err = LOST_TRANSACTION
+        else:
+            err = lost_in_flight_err(
+                reason,
+                in_transaction=was_in_trans,
+                garbled=garbled,
+                nothing_sent=nothing_sent,
+                also=also,
+            )
+        seq = tracker.last_seq + 1 if tracker.last_seq >= 0 else 1
+        if self.state is State.INFILE:
+            self._to(State.IN_COMMAND)
+        owed = tracker.unfinished_packet
+        if owed and owed < MAX_PACKET_PAYLOAD:
+            # Complete the row the client is reading (zeros read as empty values), so the
+            # ERR that follows is read as a packet, not as the rest of that row.
+            self.send(b"\x00" * owed)
+        self._write(err, seq)
+        if tracker.done:
+            # The answer looked whole when bytes came after it: the client may have read
+            # it as such, and would take this ERR for the answer to its next command.
+            log.warning("session %s: closing the client after an unfollowable answer", self.id)
+            self._close()
+            return
+        self._to(State.IDLE)
+        self._pump()
+
+
+SessionCore._LOCAL_COMMANDS.update(
+    {
+        COMMAND.COM_QUIT: SessionCore._com_quit,
+        COMMAND.COM_PING: SessionCore._com_ping,
+        COMMAND.COM_STMT_CLOSE: SessionCore._com_stmt_close,
+        COMMAND.COM_STMT_RESET: SessionCore._com_stmt_reset,
+        COMMAND.COM_STMT_SEND_LONG_DATA: SessionCore._com_stmt_send_long_data,
+        COMMAND.COM_SET_OPTION: SessionCore._com_set_option,
+        COM_RESET_CONNECTION: SessionCore._com_reset_connection,
+        COMMAND.COM_CHANGE_USER: SessionCore._com_change_user,
+    }
+)

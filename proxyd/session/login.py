@@ -1,0 +1,186 @@
+"""The connection phase of a client session, and COM_CHANGE_USER: sans-IO.
+
+The greeting, the password check (proxyd/protocol/login.py's ServerLogin), the account's
+limits, and the move to IDLE; a failed COM_CHANGE_USER keeps the session as the server
+does (see _login_failed).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from proxyd.protocol import auth
+from proxyd.protocol.constants import (
+    CLIENT,
+    CLIENT_41_AUTH,
+    SERVER_STATUS,
+)
+from proxyd.protocol.errors import ProtocolError
+from proxyd.protocol.login import Outcome
+from proxyd.protocol.messages import (
+    HandshakeV10,
+    build_err,
+    build_handshake_v10,
+    is_ssl_request,
+    parse_handshake_response,
+)
+from proxyd.protocol.packets import Reader, encode_packet
+from proxyd.session.answers import (
+    ER_HANDSHAKE,
+    ER_TOO_MANY_USER_CONNECTIONS,
+    ER_UNKNOWN_COM,
+)
+from proxyd.session.state import ClientState
+
+if TYPE_CHECKING:
+    pass
+
+from proxyd.server.connection import MARIADB_PROFILE_CAPABILITIES, PROFILE_CAPABILITIES
+from proxyd.session.base import (
+    CHANGE_USER_FAILURE_PAUSE,
+    MAX_CHANGE_USER_FAILURES,
+    SessionBase,
+    State,
+)
+
+log = logging.getLogger("proxyd.frontend")
+
+# What proxyd offers clients (and so what it must be able to honour).
+# CLIENT_MYSQL (the old LONG_PASSWORD bit) is left out, as MariaDB leaves it out: clients
+# then send MariaDB's extended capabilities (see MARIADB_PROFILE_CAPABILITIES).
+_LOGIN = CLIENT_41_AUTH | CLIENT.CONNECT_WITH_DB | CLIENT.CONNECT_ATTRS
+_STATEMENTS = CLIENT.MULTI_STATEMENTS | CLIENT.MULTI_RESULTS | CLIENT.PS_MULTI_RESULTS
+_ANSWERS = CLIENT.FOUND_ROWS | CLIENT.SESSION_TRACK | CLIENT.DEPRECATE_EOF | CLIENT.LOCAL_FILES
+_CLIENT_SIDE = CLIENT.IGNORE_SPACE | CLIENT.INTERACTIVE | CLIENT.IGNORE_SIGPIPE
+SERVER_CAPABILITIES = _LOGIN | _STATEMENTS | _ANSWERS | _CLIENT_SIDE
+DEFAULT_SERVER_VERSION = b"5.5.5-10.11.0-MariaDB-proxyd"
+
+
+class LoginPhase(SessionBase):
+    """See the module docstring."""
+
+    def greeting(self) -> bytes:
+        """The server greeting (HandshakeV10) this session opens with, framed."""
+        daemon = self.daemon
+        return encode_packet(
+            build_handshake_v10(
+                HandshakeV10(
+                    server_version=daemon.server_version(),
+                    connection_id=self.id,
+                    auth_plugin_data=self._auth.scramble,
+                    capability_flags=SERVER_CAPABILITIES,
+                    character_set=daemon.server_charset(),
+                    status_flags=SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT,
+                    auth_plugin_name=auth.NATIVE_PASSWORD,
+                    mariadb_capabilities=(
+                        daemon.server.mariadb_capabilities & MARIADB_PROFILE_CAPABILITIES
+                    ),
+                )
+            ),
+            0,
+        )
+
+    def _authenticate(self) -> None:
+        """The client's HandshakeResponse41 (answers to an auth switch go through _pump)."""
+        packet = self._reader.next_packet()
+        if packet is None:
+            return
+        seq, payload = packet
+        if seq != 1:
+            raise ProtocolError(f"handshake response with sequence id {seq} (expected 1)")
+        if is_ssl_request(payload):
+            self._refuse(ER_HANDSHAKE, "proxyd: TLS is not enabled on this listener", seq + 1)
+            return
+        response = parse_handshake_response(payload)
+        self.capabilities = response.capability_flags & SERVER_CAPABILITIES
+        self.mariadb_capabilities = (
+            response.mariadb_capabilities
+            & self.daemon.server.mariadb_capabilities
+            & MARIADB_PROFILE_CAPABILITIES
+        )
+        self._pending_charset = response.character_set or self.daemon.server_charset()
+        self._pending_db = response.database
+        self._authenticated(
+            self._auth.begin(
+                response.username, response.auth_plugin_name, response.auth_response, seq
+            )
+        )
+
+    def _authenticated(self, outcome: Outcome) -> None:
+        """Act on the password check of a login or a COM_CHANGE_USER."""
+        login = self._auth
+        out = login.framed_output()
+        if out:
+            self.send(out)
+        self._auth_stage = outcome is Outcome.SWITCHING
+        if self._auth_stage:
+            return
+        name = login.user.decode("utf-8", "replace")
+        if outcome is Outcome.DENIED:
+            self.daemon.stats.inc("auth_failures")
+            log.warning("client %s: access denied for user %r", self.peer, name)
+            self._login_failed(login.denial(self.peer), login.next_seq)
+            return
+        limit = self.daemon.config.users[name].max_connections
+        if limit and sum(1 for s in self.daemon.sessions if s.user == name) >= limit:
+            err = build_err(
+                ER_TOO_MANY_USER_CONNECTIONS,
+                f"User '{name}' has exceeded the 'max_connections' resource "
+                f"(current value: {limit})",
+                b"42000",
+            )
+            self._login_failed(err, login.next_seq)
+            return
+        if self._change_user:
+            self._release_backend(reset=True)
+        self.user = name
+        self.pool = self.daemon.pools[name]
+        self.profile = (self.capabilities & PROFILE_CAPABILITIES) | (
+            self.mariadb_capabilities << 32
+        )
+        self.cs = ClientState(self.capabilities, self._pending_charset, self._pending_db)
+        self._reader.max_payload = self.daemon.server.max_allowed_packet
+        self._loss = None
+        self._logged_in()
+        if self._change_user:
+            self._change_user = False
+            self._finish_local(self._ok(), login.next_seq)
+        else:
+            self._to(State.IDLE)
+            self._write(self._ok(), login.next_seq)
+        log.debug("client %s: session %s logged in as %s", self.peer, self.id, name)
+
+    def _login_failed(self, err: bytes, seq: int) -> None:
+        """A refused login closes the connection; a refused COM_CHANGE_USER does not:
+        as on the server, the session goes on as the previous user (its state reset, as
+        COM_CHANGE_USER resets it before checking), after a second's pause against
+        password guessing."""
+        if not self._change_user:
+            self._write(err, seq)
+            self._close()
+            return
+        self._change_user = False
+        self._change_user_failures += 1
+        self._release_backend(reset=True)
+        self._answer_later(CHANGE_USER_FAILURE_PAUSE, err, seq)
+
+    def _com_change_user(self, payload: bytes) -> None:
+        if self._change_user_failures >= MAX_CHANGE_USER_FAILURES:
+            # MariaDB's answer once a connection failed three times (MDEV-3915).
+            self._write(build_err(ER_UNKNOWN_COM, "Unknown command", b"08S01"), 1)
+            return
+        r = Reader(payload, 1)
+        user = r.nul_str()
+        secure = self.capabilities & CLIENT.SECURE_CONNECTION
+        response = r.take(r.u8()) if secure else r.nul_str()
+        self._pending_db = r.nul_str_or_rest() or None if r.remaining() else None
+        self._pending_charset = r.u16() & 0xFF if r.remaining() >= 2 else self.cs.charset
+        plugin = None
+        if r.remaining() and self.capabilities & CLIENT.PLUGIN_AUTH:
+            plugin = r.nul_str_or_rest()
+        self.cs.reset()  # the server resets the session before it checks the password
+        self._loss = None
+        self._change_user = True
+        self._to(State.ACQUIRING)
+        self._authenticated(self._auth.begin(user, plugin, response, 0))
