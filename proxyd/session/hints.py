@@ -44,6 +44,14 @@ _DIAGNOSTICS = re.compile(
 )
 _LAST_INSERT_ID = re.compile(rb"\bLAST_INSERT_ID\s*\(", re.I)
 _FOUND_ROWS = re.compile(rb"\bSQL_CALC_FOUND_ROWS\b", re.I)
+# A select-list item of the statement itself: after its SELECT or a comma at the top level,
+# before a comma, FROM, another clause or the end, with no alias of the client's own.
+_SELECT_LIST_START = re.compile(rb"\s*SELECT\b", re.I)
+_ITEM_BEFORE = re.compile(rb"(?:\bSELECT|,)\s*$", re.I)
+_CLAUSE = re.compile(rb"\b(?:FROM|WHERE|HAVING|GROUP|ORDER|LIMIT|INTO|UNION|SET|VALUES)\b", re.I)
+_ITEM_AFTER = re.compile(
+    rb"\s*(?:,|;|$|(?:FROM|INTO|UNION|LIMIT|WHERE|ORDER|GROUP|HAVING|FOR|LOCK)\b)", re.I
+)
 _FOUND_ROWS_CALL = re.compile(rb"\bFOUND_ROWS\s*\(\s*\)", re.I)
 _ROW_COUNT_CALL = re.compile(rb"\bROW_COUNT\s*\(\s*\)", re.I)
 
@@ -139,10 +147,37 @@ def analyse(sql: bytes) -> StatementHints:
 def replace_previous_results(sql: bytes, row_count: int, found_rows: int) -> bytes:
     """ROW_COUNT() and FOUND_ROWS() as literals, for a statement that runs on another
     server connection than the client's previous one (whose counts those were)."""
-    sql = _ROW_COUNT_CALL.sub(str(row_count).encode(), sql)
-    return _FOUND_ROWS_CALL.sub(str(found_rows).encode(), sql)
+    sql = _as_literal(_ROW_COUNT_CALL, row_count, sql)
+    return _as_literal(_FOUND_ROWS_CALL, found_rows, sql)
 
 
 def replace_connection_id(sql: bytes, session_id: int) -> bytes:
     """CONNECTION_ID() as the client knows it: proxyd's id for its session."""
-    return _CONNECTION_ID.sub(str(session_id).encode(), sql)
+    return _as_literal(_CONNECTION_ID, session_id, sql)
+
+
+def _as_literal(call: re.Pattern[bytes], value: int, sql: bytes) -> bytes:
+    """Each ``call`` in ``sql`` replaced by ``value``. Where the call is a whole item of the
+    statement's own select list, the literal is named as the server names that column,
+    after the call as written (``SELECT ROW_COUNT()`` answers a column `ROW_COUNT()`, not
+    `5`). Elsewhere (a WHERE clause, an argument, an item the client aliased) it is the bare
+    literal. A statement this reads wrongly only loses the column's name, never its value."""
+    literal = str(value).encode()
+
+    def substitute(match: re.Match[bytes]) -> bytes:
+        if _is_select_item(sql, match.start(), match.end()):
+            return literal + b" AS `" + match.group(0) + b"`"
+        return literal
+
+    return call.sub(substitute, sql)
+
+
+def _is_select_item(sql: bytes, start: int, end: int) -> bool:
+    before = sql[:start]
+    return (
+        _SELECT_LIST_START.match(before) is not None
+        and _ITEM_BEFORE.search(before) is not None
+        and before.count(b"(") == before.count(b")")
+        and _CLAUSE.search(before) is None
+        and _ITEM_AFTER.match(sql, end) is not None
+    )

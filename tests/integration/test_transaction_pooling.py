@@ -414,3 +414,35 @@ def test_connection_id_and_kill_speak_of_the_ids_proxyd_shows(
         _one(killer, "KILL 999999")
     assert info.value.args[0] == 1094
     killer.close()
+
+
+def test_answers_proxyd_rewrites_keep_the_servers_column_names(
+    mariadb: MariaDBServer, proxyd: Callable[..., ProxydProcess]
+) -> None:
+    # One server connection for two clients: b runs on it between each of a's statements,
+    # so proxyd answers ROW_COUNT() / FOUND_ROWS() with a's own values, as literals, and
+    # CONNECTION_ID() always so.
+    proxy = proxyd({"pool": {"max_size": 1, "min_idle": 0}})
+    a, b = proxy.connect(), proxy.connect()
+    statements = [
+        "SELECT ROW_COUNT()",
+        "SELECT found_rows()",
+        "SELECT CONNECTION_ID()",
+        "SELECT ROW_COUNT(), FOUND_ROWS() ;",
+        "SELECT 1 AS one, Row_Count ( ) FROM DUAL",
+        "SELECT ROW_COUNT() AS n, FOUND_ROWS()",
+        "SELECT 7 FROM DUAL WHERE ROW_COUNT() < 100 AND FOUND_ROWS() IN (0, FOUND_ROWS())",
+    ]
+    direct = mariadb.connect()
+    try:
+        for sql in statements:
+            _one(b, "SELECT 1")
+            with a.cursor() as through, direct.cursor() as plain:
+                through.execute(sql)
+                plain.execute(sql)
+                assert [d[0] for d in through.description] == [d[0] for d in plain.description], sql
+                assert len(through.fetchall()) == len(plain.fetchall()), sql
+    finally:
+        direct.close()
+        a.close()
+        b.close()
