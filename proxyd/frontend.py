@@ -17,7 +17,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from proxyd.pool import AcquireError
+from proxyd.pool import AcquireError, Waiter
 from proxyd.protocol.constants import COMMAND
 from proxyd.protocol.errors import ProtocolError
 from proxyd.protocol.messages import ErrPacket, build_err
@@ -47,6 +47,7 @@ class ClientSession(SessionCore, asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._login_timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
+        self._waiter: Waiter | None = None  # queued in the pool with enqueue()
 
     # -- asyncio.Protocol --------------------------------------------------------
 
@@ -128,14 +129,55 @@ class ClientSession(SessionCore, asyncio.Protocol):
     def _run(self) -> None:
         backend = self.backend
         if backend is None and not self.daemon.paused:
-            assert self.pool is not None
-            backend = self.pool.take_idle(self.profile, self.cs)
-            if backend is not None:
-                self._hold(backend)
+            pool = self.pool
+            assert pool is not None
+            backend = pool.take_idle(self.profile, self.cs)
+            if backend is None:
+                # All busy: queue with no task; _handed() goes on from here.
+                self._to(State.ACQUIRING)
+                try:
+                    self._waiter = pool.enqueue(self.profile, self._handed)
+                except AcquireError as exc:
+                    self._acquire_failed(exc)
+                return
+            pool.stats.observe_acquire_wait(0.0)
+            self._hold(backend)
         if backend is not None and not backend.busy and self._in_sync(backend):
             self._forward(backend)
         else:
             self._start(self._acquire_and_forward())
+
+    def _handed(self, outcome: BackendConnection | AcquireError) -> None:
+        """The pool's answer to enqueue(): a connection fresh from use, or the error."""
+        self._waiter = None
+        if isinstance(outcome, AcquireError):
+            self._acquire_failed(outcome)
+            return
+        if self.state is not State.ACQUIRING:  # closed meanwhile (dequeue() came too late)
+            self._release_backend_to(outcome)
+            return
+        self._hold(outcome)
+        if self._gate():
+            return
+        if not outcome.busy and self._in_sync(outcome):
+            self._forward(outcome)
+        else:
+            self._spawn(self._acquire_and_forward())  # state to replay first
+
+    def _acquire_failed(self, exc: AcquireError) -> None:
+        err = exc.err
+        self.daemon.stats.inc("errors_passed_on")
+        self._finish_local(
+            build_err(err.error_code, err.message, err.sql_state)
+            if err is not None
+            else build_err(ER_UNKNOWN_ERROR, str(exc))
+        )
+
+    def _release_backend_to(self, backend: BackendConnection) -> None:
+        if self.pool is not None:
+            self.pool.release(backend)
+        else:
+            backend.close("client_gone")
 
     def _rerun(self, pause: float) -> None:
         self._spawn(self._rerun_after(pause))
@@ -189,13 +231,7 @@ class ClientSession(SessionCore, asyncio.Protocol):
             try:
                 backend = await self._ready_backend()
             except AcquireError as exc:
-                err = exc.err
-                self.daemon.stats.inc("errors_passed_on")
-                self._finish_local(
-                    build_err(err.error_code, err.message, err.sql_state)
-                    if err is not None
-                    else build_err(ER_UNKNOWN_ERROR, str(exc))
-                )
+                self._acquire_failed(exc)
                 return
             except BackendError as exc:
                 # The backend died while we prepared it: nothing of the command was sent.
@@ -356,6 +392,9 @@ class ClientSession(SessionCore, asyncio.Protocol):
         self.daemon.sessions.discard(self)
         if self._task is not None and not self._task.done():
             self._task.cancel()
+        if self._waiter is not None and self.pool is not None:
+            self.pool.dequeue(self._waiter)
+            self._waiter = None
         backend = self.backend
         self.backend = None
         if backend is None:

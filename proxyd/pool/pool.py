@@ -15,6 +15,7 @@ import collections
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -43,10 +44,19 @@ MATCH_SCAN = 8  # idle connections looked at for one whose session already match
 # eq=False: waiters are compared by identity (`in`, remove()), in C; a generated __eq__
 # comparing fields in Python cost a third of proxyd's CPU with 512 clients queueing.
 @dataclass(slots=True, eq=False)
-class _Waiter:
+class Waiter:
+    """A client queueing for a connection: an awaiting task (``future``), or a session's
+    ``callback`` called with the connection (or the AcquireError) with no task at all."""
+
     profile: int
-    future: asyncio.Future[BackendConnection]
+    future: asyncio.Future[BackendConnection] | None
     since: float
+    callback: Callable[[BackendConnection | AcquireError], None] | None = None
+    timer: asyncio.TimerHandle | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.future is None or not self.future.done()
 
 
 class Pool:
@@ -60,7 +70,7 @@ class Pool:
         self.idle: list[BackendConnection] = []  # LIFO: hot ones stay hot
         self.conns: set[BackendConnection] = set()
         self.connecting = 0
-        self.waiters: collections.deque[_Waiter] = collections.deque()
+        self.waiters: collections.deque[Waiter] = collections.deque()
         self.last_profile = 0
         self.closed = False
         self._janitor = Janitor(self)
@@ -135,13 +145,7 @@ class Pool:
         interval, or (``verified_after``, for a re-run after a failure) not heard from
         since that moment, when whatever killed one connection may have killed it too.
         """
-        if self.closed:
-            raise AcquireError("proxyd: pool is shutting down")
-        self.last_profile = profile
-        refusal = self.refusal
-        if refusal is not None and not self.idle and time.monotonic() < self.server.next_attempt:
-            self.stats.inc("acquire_refused")
-            raise AcquireError(refusal.message.decode(errors="replace"), refusal)
+        self._admit(profile)
         deadline = time.monotonic() + (self.config.acquire_timeout if timeout is None else timeout)
         while True:
             conn = self._pop_idle(profile)
@@ -161,6 +165,83 @@ class Pool:
                 continue
             return conn
 
+    def _admit(self, profile: int) -> None:
+        """Raise AcquireError when waiting is pointless: shutting down, or the server
+        refused proxyd's login and will not be asked again yet."""
+        if self.closed:
+            raise AcquireError("proxyd: pool is shutting down")
+        self.last_profile = profile
+        refusal = self.refusal
+        if refusal is not None and not self.idle and time.monotonic() < self.server.next_attempt:
+            self.stats.inc("acquire_refused")
+            raise AcquireError(refusal.message.decode(errors="replace"), refusal)
+
+    def enqueue(
+        self, profile: int, callback: Callable[[BackendConnection | AcquireError], None]
+    ) -> Waiter:
+        """Queue for a connection with no task and no await: ``callback`` is called with
+        one as soon as one is free (from release(), a new connect, the janitor), or with
+        the AcquireError after ``acquire_timeout``. A connection handed over this way has
+        just been used or checked, so it needs no ping. Raises AcquireError at once where
+        acquire() would; see dequeue() for a client that leaves first."""
+        self._admit(profile)
+        waiter = Waiter(profile, None, time.monotonic(), callback)
+        waiter.timer = asyncio.get_running_loop().call_later(
+            self.config.acquire_timeout, self._expire, waiter
+        )
+        self.waiters.append(waiter)
+        self._grow()
+        return waiter
+
+    def dequeue(self, waiter: Waiter) -> None:
+        """The client queued with enqueue() left before its turn."""
+        if waiter.timer is not None:
+            waiter.timer.cancel()
+        with contextlib.suppress(ValueError):
+            self.waiters.remove(waiter)
+
+    def _expire(self, waiter: Waiter) -> None:
+        with contextlib.suppress(ValueError):
+            self.waiters.remove(waiter)
+        self._waited(waiter)
+        assert waiter.callback is not None
+        waiter.callback(self._timeout_error())
+
+    def _timeout_error(self) -> AcquireError:
+        self.stats.inc("acquire_timeouts")
+        why = (
+            "server unreachable: " + self.server.last_error
+            if not self.server.up
+            else f"all {self.config.max_size} backend connections of user {self.name!r} are busy"
+        )
+        return AcquireError(
+            f"proxyd: no backend connection within acquire_timeout "
+            f"({self.config.acquire_timeout:g}s); {why}"
+        )
+
+    def _waited(self, waiter: Waiter) -> None:
+        self.stats.observe_acquire_wait(time.monotonic() - waiter.since)
+
+    def _deliver(self, waiter: Waiter, outcome: BackendConnection | AcquireError) -> None:
+        """Give a queued client its connection (or its error)."""
+        if waiter.future is not None:
+            if isinstance(outcome, AcquireError):
+                waiter.future.set_exception(outcome)
+            else:
+                waiter.future.set_result(outcome)
+            return
+        if waiter.timer is not None:
+            waiter.timer.cancel()
+        self._waited(waiter)
+        assert waiter.callback is not None
+        try:
+            waiter.callback(outcome)
+        except Exception:
+            # A bug in one queued session must not reach whoever released the connection.
+            log.exception("pool %s: error handing a connection to a queued client", self.name)
+            if not isinstance(outcome, AcquireError):
+                outcome.close("internal_error")
+
     def _pop_idle(self, profile: int) -> BackendConnection | None:
         for i in range(len(self.idle) - 1, -1, -1):
             conn = self.idle[i]
@@ -170,7 +251,7 @@ class Pool:
 
     async def _wait(self, profile: int, deadline: float, first: bool) -> BackendConnection:
         fut: asyncio.Future[BackendConnection] = asyncio.get_running_loop().create_future()
-        waiter = _Waiter(profile, fut, time.monotonic())
+        waiter = Waiter(profile, fut, time.monotonic())
         if first:
             self.waiters.appendleft(waiter)
         else:
@@ -179,18 +260,7 @@ class Pool:
         try:
             return await asyncio.wait_for(fut, max(0.0, deadline - time.monotonic()))
         except asyncio.TimeoutError:
-            self.stats.inc("acquire_timeouts")
-            why = (
-                "server unreachable: " + self.server.last_error
-                if not self.server.up
-                else (
-                    f"all {self.config.max_size} backend connections of user {self.name!r} are busy"
-                )
-            )
-            raise AcquireError(
-                f"proxyd: no backend connection within acquire_timeout "
-                f"({self.config.acquire_timeout:g}s); {why}"
-            ) from None
+            raise self._timeout_error() from None
         finally:
             # Handed a connection, the waiter already left the queue (_hand_over); failed,
             # the whole queue was emptied. Only a timed-out or cancelled wait is still in
@@ -198,9 +268,7 @@ class Pool:
             if fut.cancelled():
                 with contextlib.suppress(ValueError):
                     self.waiters.remove(waiter)
-            self.stats.inc(
-                "acquire_wait_seconds_x1000", int((time.monotonic() - waiter.since) * 1000)
-            )
+            self._waited(waiter)
 
     def _grow(self) -> None:
         """Start connections for waiters that no pending connect will serve."""
@@ -261,8 +329,8 @@ class Pool:
         waiters = list(self.waiters)
         self.waiters.clear()
         for waiter in waiters:
-            if not waiter.future.done():
-                waiter.future.set_exception(AcquireError(str(exc), err))
+            if waiter.pending:
+                self._deliver(waiter, AcquireError(str(exc), err))
 
     # -- return ------------------------------------------------------------------
 
@@ -371,9 +439,9 @@ class Pool:
 
     def _hand_over(self, conn: BackendConnection) -> None:
         for waiter in self.waiters:
-            if waiter.profile == conn.profile and not waiter.future.done():
+            if waiter.profile == conn.profile and waiter.pending:
                 self.waiters.remove(waiter)
-                waiter.future.set_result(conn)
+                self._deliver(waiter, conn)
                 return
         self.idle.append(conn)
         if self.waiters:
@@ -409,8 +477,8 @@ class Pool:
         waiters = list(self.waiters)
         self.waiters.clear()
         for waiter in waiters:
-            if not waiter.future.done():
-                waiter.future.set_exception(AcquireError("proxyd: shutting down"))
+            if waiter.pending:
+                self._deliver(waiter, AcquireError("proxyd: shutting down"))
         for conn in list(self.idle):
             conn.close("shutdown")
         self.idle.clear()

@@ -143,3 +143,48 @@ def test_slow_reader_of_a_huge_result_does_not_grow_proxyd(
     assert received > 0
     assert growth_mb < 150, f"proxyd grew by {growth_mb:.0f} MB while {received} bytes were read"
     assert answered > 0
+
+
+def test_a_client_queued_for_a_busy_pool_gets_a_clear_err_and_the_queue_survives_leavers(
+    proxyd: Callable[..., ProxydProcess],
+) -> None:
+    proxy = proxyd({"pool": {"max_size": 1, "min_idle": 0, "acquire_timeout": "1s"}})
+    holder, queued = proxy.connect(), proxy.connect()
+    with holder.cursor() as cur:
+        cur.execute("BEGIN")
+        cur.execute("SELECT 1")  # the pool's only server connection stays with this transaction
+    started = time.monotonic()
+    with pytest.raises(pymysql.err.OperationalError) as info, queued.cursor() as cur:
+        cur.execute("SELECT 2")
+    waited = time.monotonic() - started
+    assert "within acquire_timeout (1s)" in info.value.args[1], info.value.args
+    assert "are busy" in info.value.args[1], info.value.args
+    assert 0.9 <= waited < 5, waited
+    # Clients that leave while queued (a raw socket closed mid-wait, twice) are dropped
+    # from the queue: the connection goes to the next client still there.
+    leavers = [logged_in(proxy) for _ in range(2)]
+    for sock in leavers:
+        sock.sendall(packet(b"\x03SELECT 3", 0))
+    time.sleep(0.2)
+    for sock in leavers:
+        sock.close()
+    time.sleep(0.2)
+    result: list[object] = []
+    waiter = threading.Thread(target=lambda: result.append(_one_value(queued, "SELECT 4")))
+    waiter.start()
+    time.sleep(0.2)
+    with holder.cursor() as cur:
+        cur.execute("COMMIT")
+    waiter.join(timeout=10)
+    assert result == [4]
+    assert _one_value(holder, "SELECT 5") == 5
+    holder.close()
+    queued.close()
+
+
+def _one_value(conn: pymysql.Connection, sql: str) -> object:
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        row = cur.fetchone()
+        assert row is not None
+        return row[0]
