@@ -95,6 +95,8 @@ class Address:
 
 @dataclass(frozen=True, slots=True)
 class BackendConfig:
+    """The ``backend:`` section: the server, and how proxyd connects to it."""
+
     address: Address
     connect_timeout: float
     max_connecting: int
@@ -104,6 +106,8 @@ class BackendConfig:
 
 @dataclass(frozen=True, slots=True)
 class UserConfig:
+    """One entry of ``users:``: how a client logs in, and as whom proxyd logs in for it."""
+
     name: str
     password: str = field(repr=False)
     backend_user: str
@@ -113,6 +117,8 @@ class UserConfig:
 
 @dataclass(frozen=True, slots=True)
 class PoolConfig:
+    """The ``pool:`` section: how many server connections per user, and their upkeep."""
+
     mode: str
     max_size: int
     min_idle: int
@@ -123,12 +129,16 @@ class PoolConfig:
 
 @dataclass(frozen=True, slots=True)
 class RetryConfig:
+    """The ``retry:`` section: re-running a read whose server connection was lost."""
+
     max_attempts: int
     timeout: float
 
 
 @dataclass(frozen=True, slots=True)
 class AdminConfig:
+    """The ``admin:`` section: the console's listener and account (absent: no console)."""
+
     listen: Address
     user: str
     password: str = field(repr=False)
@@ -136,17 +146,23 @@ class AdminConfig:
 
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
+    """The ``metrics:`` section: the Prometheus endpoint (absent: none)."""
+
     listen: Address
 
 
 @dataclass(frozen=True, slots=True)
 class LogConfig:
+    """The ``log:`` section."""
+
     level: str
     format: str
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
+    """The whole file, validated; see config/proxyd.yaml for every key."""
+
     path: str
     listen: tuple[Address, ...]
     backend: BackendConfig

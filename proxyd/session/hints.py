@@ -21,6 +21,9 @@ _INTERESTING = re.compile(
     re.IGNORECASE,
 )
 _LEADING = re.compile(rb"^(?:\s|/\*.*?\*/|--[^\n]*\n|#[^\n]*\n)*", re.DOTALL)
+
+# State that stays with the server connection: temporary tables, prepared SQL, locks,
+# user variables.
 _CREATE_TEMP = re.compile(
     rb"CREATE\s+(?:OR\s+REPLACE\s+)?TEMPORARY\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?([`\w.$]+)", re.I
 )
@@ -31,11 +34,15 @@ _GET_LOCK = re.compile(rb"\bGET_LOCK\s*\(", re.I)
 _RELEASE_LOCK = re.compile(rb"\bRELEASE_LOCK\s*\(", re.I)
 _RELEASE_ALL = re.compile(rb"\bRELEASE_ALL_LOCKS\s*\(", re.I)
 _USER_VAR_ASSIGN = re.compile(rb":=|\bINTO\s+@|^SET\s+@(?!@)|,\s*@(?!@)\w+\s*=", re.I)
+
+# Statements proxyd answers or rewrites itself.
 _CONNECTION_ID = re.compile(rb"\bCONNECTION_ID\s*\(\s*\)", re.I)
 _KILL = re.compile(rb"^KILL\s+(?:(CONNECTION|QUERY)\s+)?(\d+)\s*;?\s*$", re.I)
 _SET_NAMES = re.compile(
     rb"^SET\s+NAMES\s+['\"`]?(\w+)['\"`]?(?:\s+COLLATE\s+['\"`]?(\w+)['\"`]?)?\s*;?\s*$", re.I
 )
+
+# Statements that read what the client's previous statement left: diagnostics, counts, ids.
 _DIAGNOSTICS = re.compile(
     rb"^(?:SHOW\s+(?:COUNT\s*\(\s*\*\s*\)\s+)?(?:WARNINGS|ERRORS)"
     rb"|GET\s+(?:CURRENT\s+|STACKED\s+)?DIAGNOSTICS)"
@@ -44,6 +51,9 @@ _DIAGNOSTICS = re.compile(
 )
 _LAST_INSERT_ID = re.compile(rb"\bLAST_INSERT_ID\s*\(", re.I)
 _FOUND_ROWS = re.compile(rb"\bSQL_CALC_FOUND_ROWS\b", re.I)
+_FOUND_ROWS_CALL = re.compile(rb"\bFOUND_ROWS\s*\(\s*\)", re.I)
+_ROW_COUNT_CALL = re.compile(rb"\bROW_COUNT\s*\(\s*\)", re.I)
+
 # A select-list item of the statement itself: after its SELECT or a comma at the top level,
 # before a comma, FROM, another clause or the end, with no alias of the client's own.
 _SELECT_LIST_START = re.compile(rb"\s*SELECT\b", re.I)
@@ -52,8 +62,6 @@ _CLAUSE = re.compile(rb"\b(?:FROM|WHERE|HAVING|GROUP|ORDER|LIMIT|INTO|UNION|SET|
 _ITEM_AFTER = re.compile(
     rb"\s*(?:,|;|$|(?:FROM|INTO|UNION|LIMIT|WHERE|ORDER|GROUP|HAVING|FOR|LOCK)\b)", re.I
 )
-_FOUND_ROWS_CALL = re.compile(rb"\bFOUND_ROWS\s*\(\s*\)", re.I)
-_ROW_COUNT_CALL = re.compile(rb"\bROW_COUNT\s*\(\s*\)", re.I)
 
 
 def _strip(sql: bytes) -> bytes:
