@@ -54,6 +54,11 @@ COUNTERS: dict[str, tuple[str, str]] = {
         "proxyd_backend_errors_hidden_total",
         "Backend failures proxyd absorbed without the client seeing an error",
     ),
+    "session_state_lost": (
+        "proxyd_session_state_lost_total",
+        "Client sessions told that a transaction or state held on a lost server connection"
+        " (locks, temporary tables, user variables...) is gone",
+    ),
     "errors_passed_on": (
         "proxyd_backend_errors_passed_on_total",
         "Backend failures that reached a client as an error",

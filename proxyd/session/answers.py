@@ -52,8 +52,9 @@ def lost_state_err(lost: str) -> bytes:
     # (a user variable read as NULL, a temporary table's name resolving to a real one).
     return build_err(
         ER_UNKNOWN_ERROR,
-        f"proxyd: the connection to the server was lost, and with it this session's {lost}; "
-        "the statement was not run, the session goes on without that state",
+        f"proxyd: the server connection holding this session's {lost} was lost; "
+        "that state no longer exists. The statement was not run; the session goes on "
+        "without it",
     )
 
 

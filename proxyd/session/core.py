@@ -235,6 +235,8 @@ class SessionCore(LoginPhase, LocalCommands):
         cs = self.cs
         in_transaction = cs.in_transaction
         lost = cs.lose_backend()
+        if in_transaction or lost:
+            self.daemon.stats.inc("session_state_lost")
         if in_transaction:
             self._loss = LOST_TRANSACTION
             log.warning("session %s: backend lost inside a transaction (%s)", self.id, reason)
@@ -340,6 +342,8 @@ class SessionCore(LoginPhase, LocalCommands):
         if stmt is not None:
             stmt.long_data.clear()
         lost = cs.lose_backend()
+        if lost:
+            self.daemon.stats.inc("session_state_lost")
         also = f"; lost with it: {lost}" if lost and not was_in_trans else ""
         if was_in_trans and nothing_sent and is_plain_rollback(command):
             err = self._ok()  # rolled back either way

@@ -33,6 +33,8 @@ _DEALLOCATE = re.compile(rb"(?:DEALLOCATE|DROP)\s+PREPARE\s+([`\w$]+)", re.I)
 _GET_LOCK = re.compile(rb"\bGET_LOCK\s*\(", re.I)
 _RELEASE_LOCK = re.compile(rb"\bRELEASE_LOCK\s*\(", re.I)
 _RELEASE_ALL = re.compile(rb"\bRELEASE_ALL_LOCKS\s*\(", re.I)
+_LOCK_NAME = re.compile(rb"\b(GET|RELEASE)_LOCK\s*\(\s*'((?:[^'\\]|\\.)*)'", re.I)
+_USER_VAR_NAME = re.compile(rb"(?<![@\w])@(`[^`]+`|[\w$.]+)")
 _USER_VAR_ASSIGN = re.compile(rb":=|\bINTO\s+@|^SET\s+@(?!@)|,\s*@(?!@)\w+\s*=", re.I)
 
 # Statements proxyd answers or rewrites itself.
@@ -85,6 +87,9 @@ class StatementHints:
     get_locks: int = 0
     release_locks: int = 0
     release_all_locks: bool = False
+    lock_names: list[bytes] = field(default_factory=list)  # GET_LOCK('name', ...)
+    released_lock_names: list[bytes] = field(default_factory=list)
+    user_variable_names: list[bytes] = field(default_factory=list)  # for the loss message
     lock_tables: bool = False
     unlock_tables: bool = False
     xa_start: bool = False
@@ -114,8 +119,14 @@ def analyse(sql: bytes) -> StatementHints:
     h.reads_found_rows = bool(_FOUND_ROWS_CALL.search(text))
     h.reads_row_count = bool(_ROW_COUNT_CALL.search(text))
     h.user_variables = bool(_USER_VAR_ASSIGN.search(text))
+    if h.user_variables:
+        h.user_variable_names = [_name(n) for n in _USER_VAR_NAME.findall(text)]
     h.get_locks = len(_GET_LOCK.findall(text))
     h.release_locks = len(_RELEASE_LOCK.findall(text))
+    if h.get_locks or h.release_locks:
+        for verb, name in _LOCK_NAME.findall(text):
+            named = h.lock_names if verb.upper() == b"GET" else h.released_lock_names
+            named.append(name)
     h.release_all_locks = bool(_RELEASE_ALL.search(text))
     h.connection_id = bool(_CONNECTION_ID.search(text))
     if upper.startswith((b"LOCK TABLE", b"LOCK TABLES")) or (

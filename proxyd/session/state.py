@@ -120,6 +120,8 @@ class ClientState:
         self.temp_tables: set[bytes] = set()
         self.sql_prepared: set[bytes] = set()
         self.locks = 0
+        self.lock_names: set[bytes] = set()  # of those GET_LOCK locks, the ones named literally
+        self.user_variables: set[bytes] = set()  # names set while pinned, for the loss message
         self.statements: dict[int, PreparedStatement] = {}
         self.next_statement_id = 1
         self.cursor_statement: int | None = None
@@ -162,27 +164,53 @@ class ClientState:
         self.pins.clear()
         self.temp_tables.clear()
         self.sql_prepared.clear()
-        self.locks = 0
+        self._forget_held()
         self.statements.clear()
         self.cursor_statement = None
 
     def lose_backend(self) -> str:
         """The backend holding our unmovable state died; that state is gone with it.
 
-        Returns what was lost that the client must be told of ("" for nothing)."""
+        Returns what was lost that the client must be told of ("" for nothing), by name
+        where proxyd knows it: "open transaction, lock 'x', temporary table t1"."""
         lost = ", ".join(
             [
                 *(["open transaction"] if self.in_transaction else []),
-                *(why for k, why in self.pins.items() if k not in SOFT_PINS),
+                *(self._held(k, why) for k, why in self.pins.items() if k not in SOFT_PINS),
             ]
         )
         self.pins.clear()
         self.temp_tables.clear()
         self.sql_prepared.clear()
-        self.locks = 0
+        self._forget_held()
         self.cursor_statement = None
         self.status_flags &= ~SERVER_STATUS.SERVER_STATUS_IN_TRANS
         return lost
+
+    def _held(self, pin: str, description: str) -> str:
+        """A pin's description, naming what it holds where proxyd knows the names."""
+        names: list[str] = []
+        if pin == "temp_tables":
+            one, many, names = "temporary table", "temporary tables", _listed(self.temp_tables)
+        elif pin == "sql_prepare":
+            one, many = "prepared statement", "prepared statements"
+            names = _listed(self.sql_prepared)
+        elif pin == "user_variables":
+            one, many = "user variable", "user variables"
+            names = ["@" + n for n in _listed(self.user_variables)]
+        elif pin == "locks":
+            one, many = "lock", "locks"
+            names = [f"'{n}'" for n in _listed(self.lock_names)]
+            if 0 < len(names) < self.locks:
+                names.append(f"{self.locks - len(names)} more GET_LOCK lock(s)")
+        if not names:
+            return description
+        return f"{one if len(names) == 1 else many} {', '.join(names)}"
+
+    def _forget_held(self) -> None:
+        self.locks = 0
+        self.lock_names.clear()
+        self.user_variables.clear()
 
     # -- learning from an answer ---------------------------------------------------
 
@@ -233,13 +261,19 @@ class ClientState:
             pins["found_rows"] = PIN_DESCRIPTIONS["found_rows"]
         if h.user_variables:
             pins["user_variables"] = PIN_DESCRIPTIONS["user_variables"]
+            self.user_variables.update(h.user_variable_names)
         self.temp_tables.update(h.temp_tables_created)
         self.temp_tables.difference_update(h.tables_dropped)
         self.sql_prepared.update(h.prepared)
         self.sql_prepared.difference_update(h.deallocated)
         if h.release_all_locks:
             self.locks = 0
+            self.lock_names.clear()
         self.locks = max(0, self.locks + h.get_locks - h.release_locks)
+        self.lock_names.update(h.lock_names)
+        self.lock_names.difference_update(h.released_lock_names)
+        if not self.locks:
+            self.lock_names.clear()
         if h.lock_tables:
             pins["table_locks"] = PIN_DESCRIPTIONS["table_locks"]
         if h.unlock_tables:
@@ -293,3 +327,7 @@ class ClientState:
         )
         if bare and not named and not explained:
             self.pins["session_state"] = PIN_DESCRIPTIONS["session_state"]
+
+
+def _listed(names: set[bytes]) -> list[str]:
+    return sorted(n.decode("utf-8", "replace") for n in names)

@@ -208,11 +208,12 @@ def test_lost_user_variables_are_reported_not_read_as_null(
     cur.execute("SET @balance = 42")
     cur.close()
     kill_backend(mariadb, int(scalar(conn, "SELECT @@pseudo_thread_id")))
-    assert wait_until(lambda: "user variables lost" in proxy.log_text(), timeout=10)
+    assert wait_until(lambda: "user variable @balance lost" in proxy.log_text(), timeout=10)
     with pytest.raises(mysql.connector.Error) as info:
         scalar(conn, "SELECT @balance")
     assert info.value.errno == ER_UNKNOWN_ERROR, repr(info.value)
-    assert "user variables" in info.value.msg and "not run" in info.value.msg, info.value.msg
+    assert "user variable @balance" in info.value.msg, info.value.msg
+    assert "not run" in info.value.msg, info.value.msg
     # Told once; the session goes on without the variable, as after a reconnect.
     assert scalar(conn, "SELECT @balance") is None
     assert scalar(conn, "SELECT 7") == 7

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from collections.abc import Callable
 
+import pymysql
 import pytest
 
 from tests.service.conftest import Service
@@ -113,3 +114,33 @@ def test_other_paths_and_methods(service: Callable[..., Service]) -> None:
     svc = service()
     assert svc.http("/nope")[0] == 404
     assert svc.http("/metrics?name[]=x")[0] == 200
+
+
+def test_lost_locks_and_temporary_tables_are_named_counted_and_shown(
+    service: Callable[..., Service], mariadb: MariaDBServer
+) -> None:
+    svc = service({"pool": {"min_idle": 0}})
+    client = svc.proc.connect()
+    with client.cursor() as cur:
+        cur.execute("SELECT GET_LOCK('job_7', 0)")
+        assert cur.fetchone() == (1,)
+        cur.execute("CREATE TEMPORARY TABLE scratch (a INT)")
+        cur.execute("SELECT @@pseudo_thread_id")
+        row = cur.fetchone()
+        assert row is not None
+    mariadb.execute(f"KILL CONNECTION {row[0]}")
+    assert wait_until(lambda: row[0] not in mariadb.connection_ids("app"), timeout=5)
+    assert wait_until(lambda: svc.stat("session_state_lost") == 1, timeout=5)
+    with pytest.raises(pymysql.err.OperationalError) as info, client.cursor() as cur:
+        cur.execute("INSERT INTO scratch VALUES (1)")
+    code, message = info.value.args
+    assert code == 1105, info.value.args
+    assert "lock 'job_7'" in message and "temporary table scratch" in message, message
+    assert "not run" in message, message
+    # Gone on the server too: another connection takes the lock; this one goes on.
+    assert mariadb.execute("SELECT GET_LOCK('job_7', 0)")[0][0] == 1
+    with client.cursor() as cur:
+        cur.execute("SELECT 7")
+        assert cur.fetchone() == (7,)
+    assert sample(svc.http("/metrics")[1], "proxyd_session_state_lost_total") == 1
+    client.close()

@@ -316,7 +316,31 @@ def test_user_variables_lost_while_idle_are_named_to_the_next_command() -> None:
     core.query("SELECT @a")
     (answer,) = core.sent()
     assert error_code(answer) == ER.UNKNOWN_ERROR
-    assert b"user variables" in answer and b"not run" in answer
+    assert b"user variable @a " in answer and b"not run" in answer
+    assert core.daemon.stats.counters["session_state_lost"] == 1
+
+
+def test_locks_and_temporary_tables_lost_are_named() -> None:
+    core = logged_in()
+    for sql in (
+        "SELECT GET_LOCK('job_7', 0)",
+        "SELECT GET_LOCK(CONCAT('a', 'b'), 0)",
+        "CREATE TEMPORARY TABLE scratch (a INT)",
+        "SET @x := 1, @y = 2",
+    ):
+        core.query(sql)
+        core.server_says(ok())
+    core.sent()
+    core.server_lost()
+    core.query("SELECT * FROM scratch")
+    (answer,) = core.sent()
+    text = parse_err(answer).message
+    assert b"locks 'job_7', 1 more GET_LOCK lock(s)" in text, text
+    assert b"temporary table scratch" in text, text
+    assert b"user variables @x, @y" in text, text
+    assert b"not run" in text, text
+    core.query("SELECT * FROM scratch")
+    assert core.actions[-1] == ("run", b"\x03SELECT * FROM scratch")  # told once
 
 
 def test_a_command_with_a_wrong_sequence_id_closes_the_client() -> None:
