@@ -48,6 +48,9 @@ class Server:
         self.config = config
         self.stats = stats
         self.version: bytes | None = None
+        # Character set name -> its default collation's id, as this server has it: what
+        # SET NAMES without COLLATE gives (learned at the first connect; see below).
+        self.default_collations: dict[str, int] = {}
         self.max_allowed_packet = DEFAULT_MAX_ALLOWED_PACKET  # learned from the server
         self.charset = DEFAULT_CHARSET
         self.mariadb_capabilities = 0  # MariaDB's extended capabilities it offers
@@ -99,7 +102,31 @@ class Server:
             self.charset = conn.server_charset
         if conn.max_allowed_packet:
             self.max_allowed_packet = conn.max_allowed_packet
+        if not self.default_collations:
+            await self._learn_collations(conn)
         return conn
+
+    async def _learn_collations(self, conn: BackendConnection) -> None:
+        """A client library's table of default collations is not the server's (MySQL 8
+        and MariaDB 11 changed theirs): ask the server, once."""
+        try:
+            rows = await conn.query(
+                b"SELECT CHARACTER_SET_NAME, ID FROM information_schema.COLLATIONS"
+                b" WHERE IS_DEFAULT = 'Yes'"
+            )
+        except BackendError as exc:
+            if conn.closed:
+                raise
+            log.warning(
+                "server %s: cannot read its default collations: %s", self.config.address, exc
+            )
+            return
+        if isinstance(rows, list):
+            self.default_collations = {
+                bytes(name).decode().lower(): int(cid)
+                for name, cid in rows
+                if name is not None and cid is not None
+            }
 
     def _failed(self, exc: BackendError) -> None:
         self.stats.inc("backend_connect_errors")

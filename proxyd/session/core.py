@@ -64,6 +64,16 @@ from proxyd.session.login import LoginPhase
 log = logging.getLogger("proxyd.frontend")
 
 
+# Character sets with characters of more than one byte at the least (mbminlen > 1): the
+# server refuses them as character_set_client.
+NOT_CLIENT_CHARSETS = frozenset(("ucs2", "utf16", "utf16le", "utf32"))
+ER_WRONG_VALUE_FOR_VAR = 1231
+
+
+def _not_client(name: str) -> str:
+    return f"Variable 'character_set_client' can't be set to the value of '{name}'"
+
+
 class SessionCore(LoginPhase, LocalCommands):
     """One client session's decisions; see the module docstring."""
 
@@ -175,7 +185,16 @@ class SessionCore(LoginPhase, LocalCommands):
         if hints.kill is not None:
             return self._kill(*hints.kill)
         if hints.set_names is not None:
-            charset = charset_id(*hints.set_names)
+            name, collation = hints.set_names
+            if name in NOT_CLIENT_CHARSETS:
+                # The server's own refusal: these cannot be a client's character set.
+                self._write(build_err(ER_WRONG_VALUE_FOR_VAR, _not_client(name), b"42000"), 1)
+                return None
+            charset = None
+            if collation is None:
+                charset = self.daemon.server.default_collations.get(name)
+            if charset is None:
+                charset = charset_id(name, collation)
             if charset is not None:
                 # Movable state: recorded here, applied on whichever backend runs next.
                 self.cs.set_charset(charset)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 
+import pymysql
+
 from tests.faults.rawclient import handshake_response, packet, query, read_packet, salt_of
 from tests.support.mariadb import MariaDBServer
 from tests.support.proxy import ProxydProcess, split_address
@@ -50,3 +52,31 @@ def test_greeting_and_session_charset_are_the_servers(
     assert direct[0] == LATIN1_SWEDISH_CI
     for _ in range(3):  # on whichever server connection each one lands
         assert _session((proxy.host, proxy.port)) == direct
+
+
+def test_set_names_gives_what_the_server_gives_for_every_character_set(
+    mariadb: MariaDBServer, proxyd: Callable[..., ProxydProcess]
+) -> None:
+    # proxyd answers SET NAMES itself (the character set moves with the session): without
+    # COLLATE, the collation must be the server's default for that set, not a client
+    # library's; the sets the server refuses for a client, it refuses the same way.
+    proxy = proxyd({"pool": {"max_size": 2}})
+    names = [row[0] for row in mariadb.execute("SHOW CHARACTER SET")]
+    assert len(names) > 30, names
+    through, direct = proxy.connect(), mariadb.connect()
+    try:
+        for name in names:
+            seen = []
+            for conn in (through, direct):
+                with conn.cursor() as cur:
+                    try:
+                        cur.execute(f"SET NAMES {name}")
+                    except pymysql.err.MySQLError as exc:
+                        seen.append(("error", exc.args))
+                        continue
+                    cur.execute("SELECT @@character_set_client, @@collation_connection")
+                    seen.append(("set", cur.fetchone()))
+            assert seen[0] == seen[1], name
+    finally:
+        through.close()
+        direct.close()

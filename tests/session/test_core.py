@@ -44,6 +44,7 @@ AUTOCOMMIT = SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT
 
 class Server:
     mariadb_capabilities = 0
+    default_collations: dict[str, int] = {}
     max_allowed_packet = 16 << 20
 
 
@@ -358,3 +359,19 @@ def test_a_refused_command_is_answered_and_the_session_goes_on() -> None:
     assert error_code(answer) == ER.UNKNOWN_COM_ERROR
     core.query("SELECT 1")
     assert core.actions == [("run", b"\x03SELECT 1")]
+
+
+def test_set_names_takes_the_servers_default_collation_not_a_library_table() -> None:
+    core = logged_in()
+    # As MySQL 8 or MariaDB 11 would report it: utf8mb4's default is not utf8mb4_general_ci.
+    core.daemon.server.default_collations = {"utf8mb4": 224}  # utf8mb4_unicode_ci
+    core.query("SET NAMES utf8mb4")
+    assert [p[:1] for p in core.sent()] == [b"\x00"]  # answered here, moves with the session
+    assert core.cs.charset == 224
+    core.query("SET NAMES latin1")  # not learned: the library's table
+    core.sent()
+    assert core.cs.charset == 8
+    core.query("SET NAMES utf16")
+    (answer,) = core.sent()
+    assert error_code(answer) == ER.WRONG_VALUE_FOR_VAR
+    assert core.actions == []
