@@ -16,7 +16,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
-from proxyd.protocol.constants import CLIENT
+from proxyd.protocol.constants import CLIENT, COMMAND
 from proxyd.protocol.errors import ProtocolError
 from proxyd.protocol.login import ServerLogin
 from proxyd.protocol.messages import OkPacket, build_eof, build_err, build_ok
@@ -32,6 +32,14 @@ if TYPE_CHECKING:
     from proxyd.stats import Stats
 
 log = logging.getLogger("proxyd.frontend")
+
+
+# How the server names, in its "unknown statement" ERR, the command it got.
+_SERVER_FUNCTION = {
+    COMMAND.COM_STMT_EXECUTE: "mysqld_stmt_execute",
+    COMMAND.COM_STMT_RESET: "mysqld_stmt_reset",
+    COMMAND.COM_STMT_FETCH: "mysqld_stmt_fetch",
+}
 
 
 class Host(Protocol):
@@ -167,7 +175,8 @@ class SessionBase:
             self._write(
                 build_err(
                     ER_UNKNOWN_STMT_HANDLER,
-                    f"Unknown prepared statement handler ({stmt_id}) given to mysqld_stmt_execute",
+                    f"Unknown prepared statement handler ({stmt_id}) given to "
+                    + _SERVER_FUNCTION.get(payload[0], "mysqld_stmt_execute"),
                 ),
                 1,
             )
