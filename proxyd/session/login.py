@@ -57,6 +57,9 @@ SERVER_CAPABILITIES = _LOGIN | _STATEMENTS | _ANSWERS | _CLIENT_SIDE
 DEFAULT_SERVER_VERSION = b"5.5.5-10.11.0-MariaDB-proxyd"
 
 
+ER_NOT_SUPPORTED_YET = 1235
+
+
 class LoginPhase(SessionBase):
     """See the module docstring."""
 
@@ -93,6 +96,17 @@ class LoginPhase(SessionBase):
             self._refuse(ER_HANDSHAKE, "proxyd: TLS is not enabled on this listener", seq + 1)
             return
         response = parse_handshake_response(payload)
+        if response.capability_flags & CLIENT.COMPRESS:
+            # Not offered, yet some clients (PHP's mysqlnd) ask anyway, then speak it after
+            # the OK: an OK would leave both sides waiting. Refused now, while the answer
+            # is still read uncompressed.
+            self._refuse(
+                ER_NOT_SUPPORTED_YET,
+                "proxyd: the compressed protocol is not supported; connect without compression",
+                seq + 1,
+                sql_state=b"42000",
+            )
+            return
         self.capabilities = response.capability_flags & SERVER_CAPABILITIES
         self.mariadb_capabilities = (
             response.mariadb_capabilities
