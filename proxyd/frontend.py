@@ -48,6 +48,7 @@ class ClientSession(SessionCore, asyncio.Protocol):
         self._login_timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._waiter: Waiter | None = None  # queued in the pool with enqueue()
+        self._writing_paused = False  # the client's unread answers passed the high mark
 
     # -- asyncio.Protocol --------------------------------------------------------
 
@@ -77,15 +78,16 @@ class ClientSession(SessionCore, asyncio.Protocol):
         self._close_session()
 
     def pause_writing(self) -> None:
-        # The client reads slower than the server sends: stop reading the server.
-        backend = self.backend
-        if backend is not None and backend.transport is not None:
-            backend.transport.pause_reading()
+        # The client reads slower than the server sends: stop reading the server until it
+        # catches up, or until that answer ends (BackendConnection.pause_relay).
+        self._writing_paused = True
+        if self.backend is not None:
+            self.backend.pause_relay()
 
     def resume_writing(self) -> None:
-        backend = self.backend
-        if backend is not None and backend.transport is not None:
-            backend.transport.resume_reading()
+        self._writing_paused = False
+        if self.backend is not None:
+            self.backend.resume_relay()
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self._paused:
@@ -337,6 +339,8 @@ class ClientSession(SessionCore, asyncio.Protocol):
         else:
             packet = self._statement_packets(backend, stmt, payload)
         backend.forward(packet, tracker, self.transport, self._answered)
+        if self._writing_paused:
+            backend.pause_relay()  # a client sending on without reading its answers
 
     def _statement_packets(
         self, backend: BackendConnection, stmt: PreparedStatement, payload: bytes

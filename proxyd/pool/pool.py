@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from proxyd.config import PoolConfig, UserConfig
 from proxyd.pool.janitor import Janitor, lifetime, ping_interval
@@ -401,11 +401,8 @@ class Pool:
             if self.closed:
                 conn.close("shutdown")
                 return
-            try:
-                killer = await self.acquire(conn.profile, first=True)
-            except AcquireError:
-                # Everything busy (maybe waiting for conn itself), or the server refusing.
-                await asyncio.sleep(0.1)
+            killer = await self._killer(conn.profile, drained)
+            if killer is None:
                 continue
             try:
                 if drained.done() or conn.closed:
@@ -424,6 +421,30 @@ class Pool:
                     return
             finally:
                 self.release(killer)
+
+    async def _killer(
+        self, profile: int, drained: asyncio.Future[ResponseTracker]
+    ) -> BackendConnection | None:
+        """A connection to send KILL QUERY from, or None once the statement ended by
+        itself (its answer drained: the wait is over, maybe for this very connection)
+        or when none came in time."""
+        getting = asyncio.get_running_loop().create_task(self.acquire(profile, first=True))
+        either: set[asyncio.Future[Any]] = {getting, drained}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if not getting.done():
+            getting.cancel()
+        try:
+            killer = await getting
+        except (AcquireError, asyncio.CancelledError):
+            # Everything busy (maybe waiting for the drained one itself), or the server
+            # refusing: look again soon, unless the statement is over.
+            if not drained.done():
+                await asyncio.sleep(0.1)
+            return None
+        if drained.done():
+            self.release(killer)  # handed over just as the wait ended
+            return None
+        return killer
 
     async def _clean_and_return(self, conn: BackendConnection) -> None:
         try:

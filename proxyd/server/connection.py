@@ -126,6 +126,7 @@ class BackendConnection(ServerSession, asyncio.Protocol):
         self.command_timeout = 30.0  # for proxyd's own commands (backend.ping_timeout)
         self._last_data = 0.0
         self._watchdog: asyncio.TimerHandle | None = None
+        self._relay_paused = False  # not reading the server: the client does not keep up
         self.pool: Any = None  # the owning Pool, set by it
         self.stats: Any = None  # the daemon's Stats, set by the Server that opened it
         self.holder: Any = None  # the client session using it, if any
@@ -460,9 +461,30 @@ class BackendConnection(ServerSession, asyncio.Protocol):
         tracker.infile_sent()
         self._tracker = tracker
 
+    def pause_relay(self) -> None:
+        """The client reads slower than the server answers: stop reading the server until
+        resume_relay(). Only while a client's command is in flight: the pause ends with its
+        answer (or the client's departure), so a connection never goes back to the pool,
+        or to proxyd's own commands, deaf."""
+        if self._tracker is None or self._relay_paused:
+            return
+        self._relay_paused = True
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_relay(self) -> None:
+        if not self._relay_paused:
+            return
+        self._relay_paused = False
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
     def _finish_forward(self, tracker: ResponseTracker) -> None:
         done = self._done
         self._tracker = None
+        # The answer is whole (or the server waits for LOCAL INFILE data): nothing more
+        # to hold back, whatever the client's pace.
+        self.resume_relay()
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
@@ -495,6 +517,7 @@ class BackendConnection(ServerSession, asyncio.Protocol):
         call ``done``. The connection stays open (and counted) until then."""
         self._sink = None
         self._done = done
+        self.resume_relay()
 
     @property
     def in_transaction(self) -> bool:

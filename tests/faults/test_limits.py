@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from tests.faults.rawclient import logged_in, packet, read_packet
+from tests.faults.rawclient import logged_in, packet, query, read_packet
 from tests.support.processes import wait_until
 from tests.support.proxy import ProxydProcess
 from tests.support.workload import Reader, running, wait_for_progress
@@ -188,3 +189,49 @@ def _one_value(conn: pymysql.Connection, sql: str) -> object:
         row = cur.fetchone()
         assert row is not None
         return row[0]
+
+
+def _read_result(sock: socket.socket) -> int:
+    """Read one EOF-style text result to its end; return its rows' count."""
+    _, first = read_packet(sock)
+    assert first[:1] not in (b"\x00", b"\xff"), first
+    for _ in range(first[0]):
+        read_packet(sock)
+    assert read_packet(sock)[1][:1] == b"\xfe"
+    rows = 0
+    while True:
+        _, payload = read_packet(sock)
+        if payload[:1] == b"\xfe" and len(payload) < 9:
+            return rows
+        rows += 1
+
+
+def test_answers_read_late_leave_the_server_connection_usable(
+    proxyd: Callable[..., ProxydProcess],
+) -> None:
+    """A client that lets an answer pile up makes proxyd stop reading the server until it
+    reads again. When that pause comes with the answer's last bytes, the server connection
+    goes back to the pool paused; whoever gets it next (with one connection: this client
+    again) must still get answers, and a client leaving mid-answer must still free it."""
+    proxy = proxyd({"pool": {"max_size": 1, "min_idle": 1}})
+    sock = logged_in(proxy)
+    sock.settimeout(10)
+    # proxyd stops reading the server once the kernel holds all it will of the answer for
+    # this client (up to the largest TCP send buffer) and its own buffer passes 64 KiB:
+    # answers of sizes around that, each left unread for a moment, meet the pause with
+    # their last bytes.
+    send_buffer_max = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
+    around = send_buffer_max // 1007  # one row: 1000 bytes, its length, a packet header
+    for rows in range(around * 95 // 100, around * 115 // 100, 10):
+        sock.sendall(packet(b"\x03SELECT REPEAT('x', 1000) FROM test.seq_1_to_%d" % rows, 0))
+        time.sleep(0.02)
+        try:
+            assert _read_result(sock) == rows
+            assert query(sock, b"SELECT 1") == [b"\x011"]
+        except TimeoutError:
+            pytest.fail(f"no answer within 10s after a {rows}-row result read late")
+    # Leaving mid-answer, unread: the connection is drained and reused.
+    sock.sendall(packet(b"\x03SELECT REPEAT('x', 1000) FROM test.seq_1_to_100000", 0))
+    time.sleep(0.2)
+    sock.close()
+    assert _one_value(proxy.connect(read_timeout=10), "SELECT 6") == 6
