@@ -28,6 +28,7 @@ from proxyd.session.answers import ER_CON_COUNT, ER_HANDSHAKE, ER_UNKNOWN_ERROR
 from proxyd.session.base import State
 from proxyd.session.core import SessionCore
 from proxyd.session.hints import replace_previous_results
+from proxyd.session.identity import rewrite_ids
 from proxyd.session.login import DEFAULT_SERVER_VERSION
 from proxyd.session.state import PreparedStatement
 
@@ -331,6 +332,10 @@ class ClientSession(SessionCore, asyncio.Protocol):
             payload = b"\x03" + replace_previous_results(
                 payload[1:], self.cs.row_count, self.cs.found_rows
             )
+        if hints.server_ids is not None:
+            # The process list and lock owners in client ids (proxyd/session/identity.py).
+            view = self._process_view(backend, hints.server_ids)
+            payload = b"\x03" + rewrite_ids(payload[1:], view)
         self._last_backend = backend
         backend.last_session = self
         stmt = self._stmt

@@ -51,6 +51,9 @@ class Server:
         # Character set name -> its default collation's id, as this server has it: what
         # SET NAMES without COLLATE gives (learned at the first connect; see below).
         self.default_collations: dict[str, int] = {}
+        # Table name -> its columns, for the views that show thread ids (PROCESSLIST,
+        # threads), which proxyd rewrites column by column (proxyd/session/identity.py).
+        self.columns: dict[str, tuple[str, ...]] = {}
         self.max_allowed_packet = DEFAULT_MAX_ALLOWED_PACKET  # learned from the server
         self.charset = DEFAULT_CHARSET
         self.mariadb_capabilities = 0  # MariaDB's extended capabilities it offers
@@ -104,6 +107,8 @@ class Server:
             self.max_allowed_packet = conn.max_allowed_packet
         if not self.default_collations:
             await self._learn_collations(conn)
+        if not self.columns:
+            await self._learn_columns(conn)
         return conn
 
     async def _learn_collations(self, conn: BackendConnection) -> None:
@@ -127,6 +132,28 @@ class Server:
                 for name, cid in rows
                 if name is not None and cid is not None
             }
+
+    async def _learn_columns(self, conn: BackendConnection) -> None:
+        """The columns of the process list views, which differ between servers and
+        versions: a client's SELECT * of them must get what the server would give."""
+        try:
+            rows = await conn.query(
+                b"SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS"
+                b" WHERE (TABLE_SCHEMA = 'information_schema' AND TABLE_NAME = 'PROCESSLIST')"
+                b" OR (TABLE_SCHEMA = 'performance_schema' AND TABLE_NAME = 'threads')"
+                b" ORDER BY TABLE_NAME, ORDINAL_POSITION"
+            )
+        except BackendError as exc:
+            if conn.closed:
+                raise
+            log.warning("server %s: cannot read its columns: %s", self.config.address, exc)
+            return
+        if isinstance(rows, list):
+            columns: dict[str, list[str]] = {}
+            for table, column in rows:
+                if table is not None and column is not None:
+                    columns.setdefault(bytes(table).decode(), []).append(bytes(column).decode())
+            self.columns = {table: tuple(names) for table, names in columns.items()}
 
     def _failed(self, exc: BackendError) -> None:
         self.stats.inc("backend_connect_errors")

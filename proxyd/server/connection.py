@@ -260,6 +260,11 @@ class BackendConnection(ServerSession, asyncio.Protocol):
         return self._tracker is not None or self._internal is not None
 
     @property
+    def relaying(self) -> bool:
+        """A client's command is in flight (or, its client gone, still being drained)."""
+        return self._tracker is not None
+
+    @property
     def idle_for(self) -> float:
         return time.monotonic() - self.last_active
 

@@ -24,6 +24,7 @@ from proxyd.protocol.packets import PacketReader, encode_packet
 from proxyd.protocol.response import ResponseTracker
 from proxyd.session.answers import ER_NET_PACKETS_OUT_OF_ORDER, ER_UNKNOWN_STMT_HANDLER
 from proxyd.session.hints import NO_HINTS
+from proxyd.session.identity import CLIENT_ID_TOP
 from proxyd.session.state import ClientState, PreparedStatement
 
 if TYPE_CHECKING:
@@ -60,6 +61,8 @@ class Host(Protocol):
     def server_version(self) -> bytes: ...
 
     def server_charset(self) -> int: ...
+
+    def all_pools(self) -> list[Pool]: ...
 
 
 class ServerConnection(Protocol):
@@ -115,7 +118,10 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.CLOSED: frozenset({State.CLOSED}),
 }
 
-_session_ids = itertools.count(1)
+# Counted down from the top of the signed 32-bit range, away from the server's thread
+# ids (counted up from 1): the two never meet, so a KILL or a process list row says which
+# it means (proxyd/session/identity.py).
+_session_ids = itertools.count(CLIENT_ID_TOP, -1)
 MAX_BUFFERED_INPUT = 1 << 20
 RETRY_PAUSE = 0.05  # before the first re-run; doubles for each further one
 MAX_LOGIN_PACKET = 64 * 1024

@@ -50,6 +50,7 @@ from proxyd.session.answers import (
     lost_state_err,
 )
 from proxyd.session.hints import NO_HINTS, analyse, replace_connection_id
+from proxyd.session.identity import PROCESSLIST_COLUMNS, THREADS_COLUMNS, Client, ProcessView
 from proxyd.session.state import PreparedStatement, charset_id
 from proxyd.session.statements import cannot_commit, is_plain_rollback, is_retry_safe, uses_tables
 
@@ -203,6 +204,48 @@ class SessionCore(LoginPhase, LocalCommands):
         if hints.connection_id:
             return b"\x03" + replace_connection_id(payload[1:], self.id)
         return payload
+
+    def _process_view(self, backend: ServerConnection, asked: bytes) -> ProcessView:
+        """Who holds which server connection right now, for rewrite_ids(): every client
+        using one is shown by its own id; clients of this pool between statements as
+        idle connections; proxyd's idle ones not at all."""
+        now = time.monotonic()
+        held: dict[int, Client] = {}
+        idle: list[Client] = []
+        for session in self.daemon.sessions:
+            if session.state in (State.AUTHENTICATING, State.CLOSED):
+                continue
+            used = session.backend
+            if used is not None and not used.closed:
+                held[used.thread_id] = Client(session.id, session.user, session.peer)
+            elif session.pool is self.pool:
+                idle.append(
+                    Client(
+                        session.id,
+                        session.user,
+                        session.peer,
+                        session.cs.schema,
+                        now - session.last_active,
+                    )
+                )
+        # A connection still running the statement of a client that left is shown as
+        # the server's: it is working, and KILL of its id reaches it.
+        hidden = [
+            conn.thread_id
+            for pool in self.daemon.all_pools()
+            for conn in pool.conns
+            if conn.thread_id not in held and not conn.relaying
+        ]
+        columns = self.daemon.server.columns
+        return ProcessView(
+            held,
+            hidden,
+            idle,
+            backend.thread_id,
+            asked,
+            columns.get("PROCESSLIST", PROCESSLIST_COLUMNS),
+            columns.get("threads", THREADS_COLUMNS),
+        )
 
     def _in_sync(self, backend: ServerConnection) -> bool:
         cs = self.cs

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 _INTERESTING = re.compile(
     rb"LAST_INSERT_ID|FOUND_ROWS|ROW_COUNT|_LOCK\s*\(|RELEASE_ALL_LOCKS|CONNECTION_ID|:=|@"
     rb"|TEMPORARY|PREPARE|FLUSH|LOCK|\bXA\b|\bKILL\b|\bDROP\b|\bNAMES\b"
-    rb"|WARNINGS|ERRORS|DIAGNOSTICS|_COUNT\b",
+    rb"|WARNINGS|ERRORS|DIAGNOSTICS|_COUNT\b|PROCESSLIST|performance_schema",
     re.IGNORECASE,
 )
 _LEADING = re.compile(rb"^(?:\s|/\*.*?\*/|--[^\n]*\n|#[^\n]*\n)*", re.DOTALL)
@@ -39,6 +39,10 @@ _USER_VAR_ASSIGN = re.compile(rb":=|\bINTO\s+@|^SET\s+@(?!@)|,\s*@(?!@)\w+\s*=",
 
 # Statements proxyd answers or rewrites itself.
 _CONNECTION_ID = re.compile(rb"\bCONNECTION_ID\s*\(\s*\)", re.I)
+# Statements that would show the client server thread ids (identity.py rewrites them).
+_SERVER_IDS = re.compile(
+    rb"\bPROCESSLIST\b|\bIS_USED_LOCK\s*\(|performance_schema`?\s*\.\s*`?threads\b", re.I
+)
 _KILL = re.compile(rb"^KILL\s+(?:(CONNECTION|QUERY)\s+)?(\d+)\s*;?\s*$", re.I)
 _SET_NAMES = re.compile(
     rb"^SET\s+NAMES\s+['\"`]?(\w+)['\"`]?(?:\s+COLLATE\s+['\"`]?(\w+)['\"`]?)?\s*;?\s*$", re.I
@@ -102,6 +106,7 @@ class StatementHints:
     kill: tuple[bool, int] | None = None  # (query only, id)
     set_names: tuple[str, str | None] | None = None  # (charset, collation)
     diagnostics: bool = False  # reads the previous statement's warnings/errors
+    server_ids: bytes | None = None  # the statement as written, when it shows thread ids
 
 
 NO_HINTS = StatementHints()
@@ -129,6 +134,8 @@ def analyse(sql: bytes) -> StatementHints:
             named.append(name)
     h.release_all_locks = bool(_RELEASE_ALL.search(text))
     h.connection_id = bool(_CONNECTION_ID.search(text))
+    if _SERVER_IDS.search(text):
+        h.server_ids = sql
     if upper.startswith((b"LOCK TABLE", b"LOCK TABLES")) or (
         upper.startswith(b"FLUSH") and re.search(rb"WITH\s+READ\s+LOCK", text, re.I)
     ):
@@ -184,14 +191,14 @@ def _as_literal(call: re.Pattern[bytes], value: int, sql: bytes) -> bytes:
     literal = str(value).encode()
 
     def substitute(match: re.Match[bytes]) -> bytes:
-        if _is_select_item(sql, match.start(), match.end()):
+        if is_select_item(sql, match.start(), match.end()):
             return literal + b" AS `" + match.group(0) + b"`"
         return literal
 
     return call.sub(substitute, sql)
 
 
-def _is_select_item(sql: bytes, start: int, end: int) -> bool:
+def is_select_item(sql: bytes, start: int, end: int) -> bool:
     before = sql[:start]
     return (
         _SELECT_LIST_START.match(before) is not None

@@ -8,7 +8,6 @@ COM_RESET_CONNECTION, and KILL of another client's session or query.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from proxyd.protocol.messages import build_err
 from proxyd.session.answers import (
@@ -16,19 +15,25 @@ from proxyd.session.answers import (
     ER_QUERY_INTERRUPTED,
     ER_UNKNOWN_COM,
 )
+from proxyd.session.base import SessionBase, State
 from proxyd.session.hints import NO_HINTS
 from proxyd.session.state import PreparedStatement
-
-if TYPE_CHECKING:
-    pass
-
-from proxyd.session.base import SessionBase, State
 
 log = logging.getLogger("proxyd.frontend")
 
 
 class LocalCommands(SessionBase):
     """See the module docstring."""
+
+    def _proxyd_thread(self, thread_id: int) -> bool:
+        """One of proxyd's server connections that a client holds (the process list shows
+        it by the client's id) or that waits for one (hidden). Only one still running the
+        statement of a client that left is shown, and killable, by its own id."""
+        return any(
+            conn.thread_id == thread_id and (conn.holder is not None or not conn.relaying)
+            for pool in self.daemon.all_pools()
+            for conn in pool.conns
+        )
 
     def _com_quit(self, payload: bytes) -> None:
         self._close()
@@ -85,13 +90,20 @@ class LocalCommands(SessionBase):
         self._write(self._ok(), 1)
 
     def _kill(self, query_only: bool, target_id: int) -> bytes | None:
-        """KILL [QUERY] <id>, where the id is one proxyd showed a client (its session id).
+        """KILL [QUERY] <id>, where the id is one proxyd showed a client (its session id)
+        or a server thread that is not proxyd's.
 
         Killing a connection closes that client and with it any backend it is using;
-        killing a query runs KILL QUERY on the server for the backend running it.
-        Returns the COM_QUERY to forward, or None when answered here.
+        killing a query runs KILL QUERY on the server for the backend running it. proxyd's
+        own server connections are not the client's to kill: unknown thread, as the process
+        list never shows them. Returns the COM_QUERY to forward, or None when answered here.
         """
         target = next((s for s in self.daemon.sessions if s.id == target_id), None)
+        if target is None and not self._proxyd_thread(target_id):
+            # No client's: another application's connection or the server's own thread,
+            # whose ids the process list shows as they are. The server decides.
+            self._hints = NO_HINTS
+            return b"\x03" + b"KILL %s%d" % (b"QUERY " if query_only else b"", target_id)
         if target is None or target.user != self.user:
             self._write(build_err(ER_NO_SUCH_THREAD, f"Unknown thread id: {target_id}"), 1)
             return None
