@@ -314,6 +314,16 @@ class ClientSession(SessionCore, asyncio.Protocol):
 
     def _forward(self, backend: BackendConnection) -> None:
         assert self.transport is not None
+        if self._kill_of is not None and self._killing is None:
+            # KILL QUERY of another client's statement. If that statement has ended, its
+            # server connection may run someone else's now: nothing to kill. If not, the
+            # connection goes to no other client until this KILL is answered.
+            target, running = self._kill_of
+            if target.backend is not running or target.state is not State.IN_COMMAND:
+                self._finish_local(self._ok())
+                return
+            running.kill_sent()
+            self._killing = running
         self._to(State.IN_COMMAND)
         payload = self._command
         command = payload[0]
@@ -399,6 +409,7 @@ class ClientSession(SessionCore, asyncio.Protocol):
         if self._login_timer is not None:
             self._login_timer.cancel()
         self.daemon.sessions.discard(self)
+        self._end_kill()
         if self._task is not None and not self._task.done():
             self._task.cancel()
         if self._waiter is not None and self.pool is not None:

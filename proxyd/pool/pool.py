@@ -339,6 +339,9 @@ class Pool:
         conn.holder = None
         if conn.closed:
             return
+        if conn.kills_pending:
+            conn.parked = True  # a KILL QUERY for its last statement is still under way
+            return
         if conn.created_at < self.drain_before:
             self._retire(conn, "drained")
             return

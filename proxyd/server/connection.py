@@ -127,6 +127,10 @@ class BackendConnection(ServerSession, asyncio.Protocol):
         self._last_data = 0.0
         self._watchdog: asyncio.TimerHandle | None = None
         self._relay_paused = False  # not reading the server: the client does not keep up
+        # KILL QUERY statements sent for this connection's statement and not yet answered:
+        # until they are, it goes to no other client (whose statement they would kill).
+        self.kills_pending = 0
+        self.parked = False  # released while kills_pending: Pool.release() again after
         self.pool: Any = None  # the owning Pool, set by it
         self.stats: Any = None  # the daemon's Stats, set by the Server that opened it
         self.holder: Any = None  # the client session using it, if any
@@ -465,6 +469,16 @@ class BackendConnection(ServerSession, asyncio.Protocol):
     def resume_after_infile(self, tracker: ResponseTracker) -> None:
         tracker.infile_sent()
         self._tracker = tracker
+
+    def kill_sent(self) -> None:
+        self.kills_pending += 1
+
+    def kill_answered(self) -> None:
+        self.kills_pending -= 1
+        if self.kills_pending == 0 and self.parked:
+            self.parked = False
+            if self.pool is not None:
+                self.pool.release(self)
 
     def pause_relay(self) -> None:
         """The client reads slower than the server answers: stop reading the server until

@@ -95,6 +95,10 @@ class ServerConnection(Protocol):
 
     def close(self, reason: str = "closed") -> None: ...
 
+    def kill_sent(self) -> None: ...
+
+    def kill_answered(self) -> None: ...
+
 
 class State(enum.Enum):
     # Members are singletons: hash them as objects, in C, not by name in Python (a
@@ -167,6 +171,11 @@ class SessionBase:
         self._verify_after = 0.0
         self._started = 0.0
         self._paused = False  # reading the client is paused: its input piled up
+        # KILL QUERY of another client: (that client, the server connection running its
+        # statement) until forwarded; then that connection, kept from other clients until
+        # the KILL is answered (see _end_kill).
+        self._kill_of: tuple[Any, ServerConnection] | None = None
+        self._killing: ServerConnection | None = None
 
     def _password_for(self, user: bytes) -> bytes | None:
         account = self.daemon.config.users.get(user.decode("utf-8", "replace"))
@@ -217,8 +226,18 @@ class SessionBase:
             return
         self._release_backend(reset=False)
 
+    def _end_kill(self) -> None:
+        """This session's KILL QUERY is answered (or will never be): the connection it
+        aimed at may go to other clients again."""
+        self._kill_of = None
+        killing = self._killing
+        if killing is not None:
+            self._killing = None
+            killing.kill_answered()
+
     def _finish_local(self, payload: bytes, seq: int = 1) -> None:
         """Answer the current command ourselves and go back to idle."""
+        self._end_kill()
         if self.state is State.CLOSED:
             return
         self._write(payload, seq)

@@ -322,6 +322,7 @@ class SessionCore(LoginPhase, LocalCommands):
             self._pump()
             return
         self._tracker = None
+        self._end_kill()
         self.daemon.stats.observe_query(time.monotonic() - self._started)
         if self._stmt is not None:
             self._stmt.long_data.clear()  # kept until now for a re-run
@@ -434,6 +435,7 @@ class SessionCore(LoginPhase, LocalCommands):
             log.warning("session %s: closing the client after an unfollowable answer", self.id)
             self._close()
             return
+        self._end_kill()
         self._to(State.IDLE)
         self._pump()
 

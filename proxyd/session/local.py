@@ -122,6 +122,7 @@ class LocalCommands(SessionBase):
             return None
         if target.state is State.IN_COMMAND and backend is not None:
             self._hints = NO_HINTS
+            self._kill_of = (target, backend)  # checked again when it is sent
             return b"\x03" + f"KILL QUERY {backend.thread_id}".encode()
         self._write(self._ok(), 1)
         return None

@@ -244,3 +244,54 @@ def test_many_clients_on_few_connections_each_see_their_own_id(
     for t in threads:
         t.join(120)
     assert not errors, errors[:5]
+
+
+def test_kill_query_reaches_only_its_clients_statement_under_churn(
+    proxyd: Callable[..., ProxydProcess],
+) -> None:
+    """KILL QUERY of a client whose statement ends just as the KILL travels must not stop
+    the next client's statement on the same server connection: the connection goes to no
+    one else until the KILL has been answered."""
+    proxy = proxyd({"pool": {"max_size": 2, "min_idle": 2, "acquire_timeout": "30s"}})
+    target, killer = proxy.connect(), proxy.connect()
+    stop = threading.Event()
+    hit: list[str] = []
+    errors: list[str] = []
+    stopped = [0]  # the target's statements the KILLs reached
+
+    def target_loop() -> None:
+        while not stop.is_set():
+            try:
+                if _rows(target, "SELECT SLEEP(0.002)") == [(1,)]:
+                    stopped[0] += 1
+            except pymysql.MySQLError as exc:
+                if exc.args[0] != ER.QUERY_INTERRUPTED:
+                    errors.append(f"target: {exc!r}")
+                stopped[0] += 1
+
+    def bystander(n: int) -> None:
+        conn = proxy.connect()
+        try:
+            while not stop.is_set():
+                try:
+                    if _rows(conn, "SELECT SLEEP(0.003)") != [(0,)]:
+                        hit.append(f"bystander {n}: SLEEP() cut short")
+                except pymysql.MySQLError as exc:
+                    hit.append(f"bystander {n}: {exc!r}")
+        finally:
+            conn.close()
+
+    workers = [threading.Thread(target=target_loop)]
+    workers += [threading.Thread(target=bystander, args=(n,)) for n in range(3)]
+    for w in workers:
+        w.start()
+    try:
+        for _ in range(400):
+            _rows(killer, f"KILL QUERY {target.thread_id()}")
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(30)
+    assert not errors, errors[:3]
+    assert not hit, f"{len(hit)} statements of other clients killed, e.g. {hit[:3]}"
+    assert stopped[0] > 0, "no KILL QUERY reached the target's statements"
