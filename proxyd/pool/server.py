@@ -141,6 +141,8 @@ class Server:
                 b"SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS"
                 b" WHERE (TABLE_SCHEMA = 'information_schema' AND TABLE_NAME = 'PROCESSLIST')"
                 b" OR (TABLE_SCHEMA = 'performance_schema' AND TABLE_NAME = 'threads')"
+                b" OR (TABLE_SCHEMA = 'information_schema'"
+                b" AND TABLE_NAME IN ('INNODB_TRX', 'METADATA_LOCK_INFO'))"
                 b" ORDER BY TABLE_NAME, ORDINAL_POSITION"
             )
         except BackendError as exc:

@@ -245,6 +245,7 @@ class SessionCore(LoginPhase, LocalCommands):
             asked,
             columns.get("PROCESSLIST", PROCESSLIST_COLUMNS),
             columns.get("threads", THREADS_COLUMNS),
+            columns,
         )
 
     def _in_sync(self, backend: ServerConnection) -> bool:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 _INTERESTING = re.compile(
     rb"LAST_INSERT_ID|FOUND_ROWS|ROW_COUNT|_LOCK\s*\(|RELEASE_ALL_LOCKS|CONNECTION_ID|:=|@"
     rb"|TEMPORARY|PREPARE|FLUSH|LOCK|\bXA\b|\bKILL\b|\bDROP\b|\bNAMES\b"
-    rb"|WARNINGS|ERRORS|DIAGNOSTICS|_COUNT\b|PROCESSLIST|performance_schema",
+    rb"|WARNINGS|ERRORS|DIAGNOSTICS|_COUNT\b|PROCESSLIST|performance_schema|INNODB_TRX",
     re.IGNORECASE,
 )
 _LEADING = re.compile(rb"^(?:\s|/\*.*?\*/|--[^\n]*\n|#[^\n]*\n)*", re.DOTALL)
@@ -41,7 +41,9 @@ _USER_VAR_ASSIGN = re.compile(rb":=|\bINTO\s+@|^SET\s+@(?!@)|,\s*@(?!@)\w+\s*=",
 _CONNECTION_ID = re.compile(rb"\bCONNECTION_ID\s*\(\s*\)", re.I)
 # Statements that would show the client server thread ids (identity.py rewrites them).
 _SERVER_IDS = re.compile(
-    rb"\bPROCESSLIST\b|\bIS_USED_LOCK\s*\(|performance_schema`?\s*\.\s*`?threads\b", re.I
+    rb"\bPROCESSLIST\b|\bIS_USED_LOCK\s*\(|performance_schema`?\s*\.\s*`?threads\b"
+    rb"|\bINNODB_TRX\b|\bMETADATA_LOCK_INFO\b",
+    re.I,
 )
 _KILL = re.compile(rb"^KILL\s+(?:(CONNECTION|QUERY)\s+)?(\d+)\s*;?\s*$", re.I)
 _SET_NAMES = re.compile(

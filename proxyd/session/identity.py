@@ -16,7 +16,8 @@ they speak of client ids instead:
 - ``performance_schema.threads``: ``PROCESSLIST_ID``, ``_USER``, ``_HOST`` and ``_INFO``
   mapped the same way, proxyd's idle connections left out (idle clients have no row: a
   thread row is the server's own bookkeeping).
-- ``IS_USED_LOCK(name)``: the holder's client id.
+- ``IS_USED_LOCK(name)``: the holder's client id; ``information_schema.INNODB_TRX`` and
+  MariaDB's ``METADATA_LOCK_INFO`` (where the server has it): their thread id column.
 
 Pure functions over statement text and a ProcessView (a snapshot the session takes when
 it forwards the statement: only then is its own server connection known). Client ids are
@@ -27,7 +28,9 @@ two cannot meet before a server has had about two billion connections.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from proxyd.session.hints import is_select_item
 
@@ -53,6 +56,20 @@ THREADS_COLUMNS = ("THREAD_ID", "NAME", "TYPE", "PROCESSLIST_ID", "PROCESSLIST_U
 _SHOW_PROCESSLIST = re.compile(rb"^\s*SHOW\s+(FULL\s+)?PROCESSLIST\s*;?\s*$", re.I)
 _IS_PROCESSLIST = re.compile(rb"`?information_schema`?\s*\.\s*`?processlist`?(?![\w$`])", re.I)
 _PS_THREADS = re.compile(rb"`?performance_schema`?\s*\.\s*`?threads`?(?![\w$`])", re.I)
+# Tables that name a connection by its thread id and nothing else of it: (the table, its
+# name, the id column). METADATA_LOCK_INFO lists GET_LOCK() holders (MariaDB's plugin).
+_ID_TABLES = (
+    (
+        re.compile(rb"`?information_schema`?\s*\.\s*`?innodb_trx`?(?![\w$`])", re.I),
+        "INNODB_TRX",
+        "trx_mysql_thread_id",
+    ),
+    (
+        re.compile(rb"`?information_schema`?\s*\.\s*`?metadata_lock_info`?(?![\w$`])", re.I),
+        "METADATA_LOCK_INFO",
+        "THREAD_ID",
+    ),
+)
 _IS_USED_LOCK = re.compile(rb"\bIS_USED_LOCK\s*\(", re.I)
 # After a table reference: the client's own alias, or a word that starts the next clause.
 _ALIAS = re.compile(rb"\s*(?:AS\s+)?(`[^`]+`|[A-Za-z_$][\w$]*)", re.I)
@@ -100,6 +117,8 @@ class ProcessView:
     own_info: bytes = b""  # its statement as the client wrote it (before this rewrite)
     processlist_columns: tuple[str, ...] = PROCESSLIST_COLUMNS
     threads_columns: tuple[str, ...] = THREADS_COLUMNS
+    # Tables of _ID_TABLES the server has (METADATA_LOCK_INFO is a plugin's), by name.
+    other_columns: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def rewrite_ids(sql: bytes, view: ProcessView) -> bytes:
@@ -107,8 +126,12 @@ def rewrite_ids(sql: bytes, view: ProcessView) -> bytes:
     show = _SHOW_PROCESSLIST.match(sql)
     if show is not None:
         return show_processlist(view, full=show.group(1) is not None)
-    sql = _replace_tables(sql, _IS_PROCESSLIST, b"PROCESSLIST", lambda: processlist(view))
-    sql = _replace_tables(sql, _PS_THREADS, b"threads", lambda: threads(view))
+    sql = _replace_tables(sql, _IS_PROCESSLIST, lambda: processlist(view))
+    sql = _replace_tables(sql, _PS_THREADS, lambda: threads(view))
+    for table, name, id_column in _ID_TABLES:
+        columns = view.other_columns.get(name)
+        if columns and view.held:
+            sql = _replace_tables(sql, table, partial(_id_table, view, name, columns, id_column))
     return _map_lock_owners(sql, view)
 
 
@@ -153,6 +176,13 @@ def threads(view: ProcessView) -> bytes:
     if where:
         where += b" OR PROCESSLIST_ID IS NULL"
     return b"(SELECT " + b", ".join(selected) + b" FROM performance_schema.threads" + where + b")"
+
+
+def _id_table(view: ProcessView, name: str, columns: tuple[str, ...], id_column: str) -> bytes:
+    """A derived table standing for one that names connections by thread id only."""
+    mapped = {id_column: "id"}
+    selected = [_mapped(c, id_column, mapped, view) for c in columns]
+    return b"(SELECT " + b", ".join(selected) + b" FROM information_schema." + name.encode() + b")"
 
 
 def _mapped(column: str, id_column: str, mapped: dict[str, str], view: ProcessView) -> bytes:
@@ -223,11 +253,10 @@ def _text(value: str | bytes) -> bytes:
     return b"CONVERT(X'" + raw.hex().encode() + b"' USING utf8mb4)"
 
 
-def _replace_tables(sql: bytes, table: re.Pattern[bytes], name: bytes, derived: object) -> bytes:
+def _replace_tables(sql: bytes, table: re.Pattern[bytes], derived: Callable[[], bytes]) -> bytes:
     if not table.search(sql):
         return sql
-    assert callable(derived)
-    body: bytes = derived()
+    body = derived()
     out = []
     pos = 0
     for match in table.finditer(sql):
@@ -235,7 +264,9 @@ def _replace_tables(sql: bytes, table: re.Pattern[bytes], name: bytes, derived: 
         out.append(body)
         alias = _ALIAS.match(sql, match.end())
         if alias is None or alias.group(1).upper() in _NOT_ALIASES:
-            out.append(b" AS `" + name + b"`")  # the name the client's columns qualify
+            # The table's name as written, which the client's columns may qualify.
+            name = match.group(0).rsplit(b".", 1)[-1].strip().strip(b"`")
+            out.append(b" AS `" + name + b"`")
         pos = match.end()
     out.append(sql[pos:])
     return b"".join(out)

@@ -190,10 +190,24 @@ def test_other_applications_connections_show_and_die_by_the_servers_ids(
         direct.close()
 
 
-def test_performance_schema_threads_show_client_ids(
+def test_transactions_are_listed_by_client_id(clients: tuple[Any, Any]) -> None:
+    a, b = clients
+    _rows(a, "CREATE TABLE IF NOT EXISTS identity_trx (id INT PRIMARY KEY)")
+    _rows(a, "BEGIN")
+    try:
+        _rows(a, "INSERT INTO identity_trx VALUES (1)")
+        sql = "SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX"
+        assert _rows(b, sql) == [(a.thread_id(),)]
+        assert _columns(b, sql) == ["trx_mysql_thread_id"]
+    finally:
+        _rows(a, "ROLLBACK")
+
+
+def test_performance_schema_threads_and_lock_holders_show_client_ids(
     mariadb_factory: Callable[..., MariaDBServer], proxyd: Callable[..., ProxydProcess]
 ) -> None:
     server = mariadb_factory(performance_schema="ON")
+    server.execute("INSTALL SONAME 'metadata_lock_info'")
     proxy = proxyd({"pool": {"max_size": 4, "min_idle": 3}}, backend=server)
     a, b = proxy.connect(), proxy.connect()
     proxyds_own = set(server.connection_ids("app"))
@@ -206,6 +220,10 @@ def test_performance_schema_threads_show_client_ids(
     assert b.thread_id() in listed
     assert None in listed  # the server's background threads are still there
     assert not proxyds_own & listed
+    # MariaDB's metadata_lock_info plugin lists GET_LOCK() holders by thread id.
+    assert _rows(a, "SELECT GET_LOCK('identity_mdl', 0)") == [(1,)]
+    holders = "SELECT THREAD_ID FROM information_schema.METADATA_LOCK_INFO WHERE TABLE_SCHEMA = %s"
+    assert _rows(b, holders % "'identity_mdl'") == [(a.thread_id(),)]
 
 
 def test_many_clients_on_few_connections_each_see_their_own_id(

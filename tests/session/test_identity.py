@@ -106,3 +106,16 @@ def test_nothing_held_nothing_hidden_leaves_the_table_as_the_server_has_it() -> 
 
 def _literal(text: bytes) -> bytes:
     return b"CONVERT(X'" + text.hex().encode() + b"' USING utf8mb4)"
+
+
+def test_tables_naming_connections_by_id_map_it_where_the_server_has_them() -> None:
+    view = _view(other_columns={"INNODB_TRX": ("trx_id", "trx_mysql_thread_id")})
+    sql = rewrite_ids(b"SELECT trx_mysql_thread_id FROM information_schema.innodb_trx", view)
+    assert sql == (
+        b"SELECT trx_mysql_thread_id FROM (SELECT `trx_id`, CASE `trx_mysql_thread_id`"
+        b" WHEN 31 THEN 2147483647 ELSE `trx_mysql_thread_id` END AS `trx_mysql_thread_id`"
+        b" FROM information_schema.INNODB_TRX) AS `innodb_trx`"
+    )
+    # A plugin's table the server does not have is left for the server to refuse.
+    missing = b"SELECT * FROM information_schema.METADATA_LOCK_INFO"
+    assert rewrite_ids(missing, view) == missing
