@@ -95,26 +95,28 @@ ROWS = (
     Row(
         "Node.js mysql2",
         ("node", "-p", "require('./tests/compat/node/node_modules/mysql2/package.json').version"),
-        "pool, execute(), 17 MiB packets, transaction, multiple statements, changeUser, streaming",
+        "pool, execute(), 17 MiB packets, transaction, multiple statements, changeUser, streaming,"
+        " LOAD DATA LOCAL",
         "compat/test_node.py::test_node_mysql2_through_transaction_pooling",
     ),
     Row(
         "Java MariaDB Connector/J",
         ("dpkg-query", "-W", "-f=${Version}", "libmariadb-java"),
-        "useServerPrepStmts, batch insert, transaction, Statement.cancel()",
+        "useServerPrepStmts, batch insert, transaction, Statement.cancel(), LOAD DATA LOCAL",
         "compat/test_java.py::test_connector_j_through_transaction_pooling",
     ),
     Row(
         "Go go-sql-driver/mysql",
         ("dpkg-query", "-W", "-f=${Version}", "golang-github-go-sql-driver-mysql-dev"),
-        "database/sql pool, prepared statements, transactions, context cancellation",
+        "database/sql pool, prepared statements, transactions, context cancellation,"
+        " LOAD DATA LOCAL",
         "compat/test_go.py::test_go_sql_driver_through_transaction_pooling",
     ),
     Row(
         "PHP mysqli and PDO (mysqlnd)",
         ("php", "-r", "echo PHP_VERSION;"),
-        "connect per request, persistent connections, prepared with long data, multi-query;"
-        " compression declined with an error",
+        "connect per request, persistent connections, prepared with long data, a cursor"
+        " (COM_STMT_FETCH), LOAD DATA LOCAL, multi-query; compression declined with an error",
         "compat/test_php.py::test_php_mysqli_and_pdo_through_transaction_pooling",
     ),
 )

@@ -49,6 +49,7 @@ def test_go_sql_driver_through_transaction_pooling(
         "transaction": "committed",
         "cancelled": True,
         "cancelled_statement_running": 0,  # stopped on the server, not left running
+        "load_data_local": [3, "one,two,café"],
         "error": 1146,
         "after_error": 5,
     }

@@ -44,4 +44,5 @@ def test_connector_j_through_transaction_pooling(proxyd: Callable[..., ProxydPro
         "cancel": 1317,  # ER_QUERY_INTERRUPTED: KILL QUERY reached this statement's backend
         "cancel_within_5s": True,
         "after_cancel": 5,
+        "load_data_local": "3 one,two,café",
     }

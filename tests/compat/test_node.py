@@ -45,6 +45,7 @@ def test_node_mysql2_through_transaction_pooling(
         "multi_statements": [1, 2, 3, 0],
         "change_user_resets": None,
         "streamed_rows": 50000,
+        "load_data_local": [3, ["one", "two", "café"]],
         "error": 1146,
         "after_error": 5,
     }

@@ -32,7 +32,7 @@ def test_php_mysqli_and_pdo_through_transaction_pooling(
         "DB_NAME": "test",
     }
     done = subprocess.run(
-        [php, "-d", "display_errors=stderr", str(APP)],
+        [php, "-d", "display_errors=stderr", "-d", "mysqli.allow_local_infile=1", str(APP)],
         env=env,
         capture_output=True,
         text=True,
@@ -44,6 +44,8 @@ def test_php_mysqli_and_pdo_through_transaction_pooling(
         "connect_per_request": 30,  # each connection its own id
         "persistent_reused": True,
         "prepared_round_trip": True,
+        "cursor_fetch": [[5, "xxxxx"], [6, "xxxxxx"], [7, "xxxxxxx"]],
+        "load_data_local": [3, [["one"], ["two"], ["café"]]],
         "transactions": "committed",
         "multi_results": [[["1"]], [["2", "3"]], [["4"]]],  # text protocol: strings
         "compress": [1235, True],  # declined with ER_NOT_SUPPORTED_YET, not a hang

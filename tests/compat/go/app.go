@@ -119,6 +119,30 @@ func main() {
 	}
 	seen["cancelled_statement_running"] = running
 
+	// LOAD DATA LOCAL INFILE of a registered file, on one connection of the pool (the
+	// temporary table is that connection's).
+	file, err := os.CreateTemp("", "go_compat")
+	check(err)
+	_, err = file.WriteString("1\tone\n2\ttwo\n3\tcafé\n")
+	check(err)
+	check(file.Close())
+	mysql.RegisterLocalFile(file.Name())
+	ctx = context.Background()
+	conn, err := db.Conn(ctx)
+	check(err)
+	_, err = conn.ExecContext(ctx, "CREATE TEMPORARY TABLE go_infile (id INT, name VARCHAR(20))"+
+		" CHARACTER SET utf8mb4")
+	check(err)
+	res, err := conn.ExecContext(ctx, "LOAD DATA LOCAL INFILE '"+file.Name()+"' INTO TABLE go_infile")
+	check(err)
+	loaded, err := res.RowsAffected()
+	check(err)
+	var infile string
+	check(conn.QueryRowContext(ctx, "SELECT GROUP_CONCAT(name ORDER BY id) FROM go_infile").Scan(&infile))
+	seen["load_data_local"] = []interface{}{loaded, infile}
+	check(conn.Close())
+	check(os.Remove(file.Name()))
+
 	// An error, then the pool goes on.
 	_, err = db.Exec("SELECT * FROM no_such_table")
 	if me, ok := err.(*mysql.MySQLError); ok {

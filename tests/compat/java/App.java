@@ -9,7 +9,8 @@ import java.util.concurrent.*;
 public class App {
     public static void main(String[] args) throws Exception {
         String url = "jdbc:mariadb://" + System.getenv("DB_HOST") + ":" + System.getenv("DB_PORT")
-            + "/" + System.getenv("DB_NAME") + "?useServerPrepStmts=true&characterEncoding=utf8mb4";
+            + "/" + System.getenv("DB_NAME")
+            + "?useServerPrepStmts=true&characterEncoding=utf8mb4&allowLocalInfile=true";
         String user = System.getenv("DB_USER");
         String password = System.getenv("DB_PASSWORD");
         Map<String, Object> seen = new LinkedHashMap<>();
@@ -80,6 +81,22 @@ public class App {
                 r.next();
                 seen.put("after_cancel", r.getInt(1));
             }
+            // LOAD DATA LOCAL INFILE: the driver sends the file when the server asks for it.
+            java.nio.file.Path file = java.nio.file.Files.createTempFile("java_compat", ".tsv");
+            java.nio.file.Files.writeString(file, "1\tone\n2\ttwo\n3\tcafé\n");
+            try (Statement s = c.createStatement()) {
+                s.execute("CREATE TEMPORARY TABLE java_infile (id INT, name VARCHAR(20))"
+                    + " CHARACTER SET utf8mb4");
+                int loaded = s.executeUpdate("LOAD DATA LOCAL INFILE '" + file + "'"
+                    + " INTO TABLE java_infile CHARACTER SET utf8mb4");
+                try (ResultSet r = s.executeQuery(
+                        "SELECT GROUP_CONCAT(name ORDER BY id) FROM java_infile")) {
+                    r.next();
+                    seen.put("load_data_local", loaded + " " + r.getString(1));
+                }
+                s.execute("DROP TEMPORARY TABLE java_infile");
+            }
+            java.nio.file.Files.delete(file);
             try (Statement s = c.createStatement()) {
                 s.execute("DROP TABLE java_compat");
             }

@@ -3,6 +3,9 @@
 'use strict';
 const mysql = require('mysql2/promise');
 const crypto = require('crypto');
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
 
 const config = {
   host: process.env.DB_HOST,
@@ -78,7 +81,7 @@ async function main() {
   conn.release();
 
   // A large result streamed row by row, with the client pausing as it reads.
-  const raw = await mysql.createConnection(config);
+  const raw = await mysql.createConnection({ ...config, flags: ['+LOCAL_FILES'] });
   const stream = raw.connection
     .query('SELECT seq, REPEAT("x", 1000) AS pad FROM seq_1_to_50000')
     .stream({ highWaterMark: 100 });
@@ -88,6 +91,18 @@ async function main() {
     if (count % 10000 === 0) await new Promise((resolve) => setTimeout(resolve, 50));
   }
   seen.streamed_rows = count;
+
+  // LOAD DATA LOCAL INFILE: the client sends the file when the server asks for it.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'node_compat'));
+  fs.writeFileSync(path.join(dir, 'rows.tsv'), '1\tone\n2\ttwo\n3\tcafé\n');
+  await raw.query('CREATE TEMPORARY TABLE node_infile (id INT, name VARCHAR(20)) CHARACTER SET utf8mb4');
+  const [loaded] = await raw.query({
+    sql: "LOAD DATA LOCAL INFILE 'rows.tsv' INTO TABLE node_infile",
+    infileStreamFactory: (name) => fs.createReadStream(path.join(dir, name)),
+  });
+  const [infile] = await raw.query('SELECT name FROM node_infile ORDER BY id');
+  seen.load_data_local = [loaded.affectedRows, infile.map((r) => r.name)];
+  fs.rmSync(dir, { recursive: true });
 
   // A statement error, then the connection goes on.
   try {

@@ -64,6 +64,34 @@ $seen['prepared_round_trip'] = $row['name'] === $name && $row['price'] === $pric
     && $row['data'] === $blob && $row['note'] === $note;
 $stmt->close();
 
+// A read-only cursor (COM_STMT_FETCH, one row at a time in mysqlnd).
+$stmt = $m->prepare('SELECT seq, REPEAT(\'x\', seq) FROM seq_1_to_7 WHERE seq > ?');
+$stmt->attr_set(MYSQLI_STMT_ATTR_CURSOR_TYPE, MYSQLI_CURSOR_TYPE_READ_ONLY);
+$low = 4;
+$stmt->bind_param('i', $low);
+$stmt->execute();
+$stmt->bind_result($n, $xs);
+$fetched = [];
+while ($stmt->fetch()) {
+    $fetched[] = [$n, $xs];
+}
+$stmt->close();
+$seen['cursor_fetch'] = $fetched;
+
+// LOAD DATA LOCAL INFILE (allowed on both sides: the option here, php -d in the test).
+$file = tempnam(sys_get_temp_dir(), 'php_compat');
+file_put_contents($file, "1\tone\n2\ttwo\n3\tcafé\n");
+$local = mysqli_init();
+$local->options(MYSQLI_OPT_LOCAL_INFILE, true);
+$local->real_connect($host, $user, $pass, $db, $port);
+$local->set_charset('utf8mb4');
+$local->query('CREATE TEMPORARY TABLE php_infile (id INT, name VARCHAR(20)) CHARACTER SET utf8mb4');
+$local->query("LOAD DATA LOCAL INFILE '$file' INTO TABLE php_infile");
+$seen['load_data_local'] = [$local->affected_rows,
+    $local->query('SELECT name FROM php_infile ORDER BY id')->fetch_all()];
+$local->close();
+unlink($file);
+
 // A transaction, rolled back and committed.
 $m->begin_transaction();
 $m->query("INSERT INTO php_compat (name) VALUES ('rolled back')");
