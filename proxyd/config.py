@@ -19,6 +19,7 @@ from typing import Any
 from proxyd.config_fields import (
     ConfigError,
     Section,
+    boolean,
     choice,
     describe,
     duration_or,
@@ -30,6 +31,7 @@ from proxyd.config_fields import (
     resolve_secret,
     string,
 )
+from proxyd.tls import TLSConfig, parse_tls
 
 __all__ = [
     "Address",
@@ -41,6 +43,7 @@ __all__ = [
     "MetricsConfig",
     "PoolConfig",
     "RetryConfig",
+    "TLSConfig",
     "UserConfig",
     "flatten_config",
     "load_config",
@@ -113,6 +116,7 @@ class UserConfig:
     backend_user: str
     backend_password: str = field(repr=False)
     max_connections: int  # 0: unlimited
+    require_tls: bool = False  # refuse this user over plaintext
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +176,7 @@ class Config:
     admin: AdminConfig | None
     metrics: MetricsConfig | None
     log: LogConfig
+    tls: TLSConfig
     max_client_connections: int
     client_login_timeout: float
     shutdown_timeout: float
@@ -191,6 +196,7 @@ _TOP_KEYS = (
     "admin",
     "metrics",
     "log",
+    "tls",
 )
 _BACKEND_KEYS = ("address", "connect_timeout", "max_connecting", "read_timeout", "ping_timeout")
 _USER_KEYS = (
@@ -203,6 +209,7 @@ _USER_KEYS = (
     "backend_password_env",
     "backend_password_file",
     "max_connections",
+    "require_tls",
 )
 _POOL_KEYS = ("mode", "max_size", "min_idle", "max_lifetime", "ping_interval", "acquire_timeout")
 _RETRY_KEYS = ("max_attempts", "timeout")
@@ -261,6 +268,7 @@ def parse_config(data: object, path: str) -> Config:
         format=log_section.get("format", choice(LOG_FORMATS), "text"),
     )
 
+    tls = parse_tls(top, config_dir)
     _check_listeners_distinct(path, listen, admin, metrics)
 
     return Config(
@@ -273,6 +281,7 @@ def parse_config(data: object, path: str) -> Config:
         admin=admin,
         metrics=metrics,
         log=log,
+        tls=tls,
         max_client_connections=top.get("max_client_connections", integer(1), 10000),
         client_login_timeout=top.get("client_login_timeout", positive_duration, 10.0),
         shutdown_timeout=top.get("shutdown_timeout", parse_duration, 30.0),
@@ -330,6 +339,7 @@ def _parse_users(top: Section, config_dir: str) -> dict[str, UserConfig]:
             backend_user=section.get("backend_user", string, name),
             backend_password=password if backend_password is None else backend_password,
             max_connections=section.get("max_connections", integer(0), 0),
+            require_tls=section.get("require_tls", boolean, False),
         )
         first_index[name] = index
     return users
@@ -398,6 +408,7 @@ def redacted(config: Config) -> dict[str, Any]:
                 "backend_user": user.backend_user,
                 "backend_password": REDACTED,
                 "max_connections": user.max_connections,
+                "require_tls": user.require_tls,
             }
             for user in config.users.values()
         ],
@@ -418,6 +429,12 @@ def redacted(config: Config) -> dict[str, Any]:
         else {"listen": str(config.admin.listen), "user": config.admin.user, "password": REDACTED},
         "metrics": None if config.metrics is None else {"listen": str(config.metrics.listen)},
         "log": {"level": config.log.level, "format": config.log.format},
+        "tls": {
+            "mode": config.tls.mode,
+            "cert": config.tls.cert,
+            "key": config.tls.key,
+            "ca": config.tls.ca,
+        },
     }
 
 

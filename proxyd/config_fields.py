@@ -279,6 +279,12 @@ def string(value: object) -> str:
     return value
 
 
+def boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {describe(value)}")
+    return value
+
+
 def _secret(value: object) -> str:
     # Never echo the value: a wrongly typed password is still a password.
     if not isinstance(value, str):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -31,6 +32,7 @@ from proxyd.session.hints import replace_previous_results
 from proxyd.session.identity import rewrite_ids
 from proxyd.session.login import DEFAULT_SERVER_VERSION
 from proxyd.session.state import PreparedStatement
+from proxyd.tls import TLSError, TLSLayer, TLSTransport
 
 __all__ = ["DEFAULT_SERVER_VERSION", "ClientSession", "State"]
 
@@ -50,6 +52,8 @@ class ClientSession(SessionCore, asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._waiter: Waiter | None = None  # queued in the pool with enqueue()
         self._writing_paused = False  # the client's unread answers passed the high mark
+        self._tls: TLSLayer | None = None  # the client speaks TLS (after its SSLRequest)
+        self._raw: asyncio.Transport | None = None  # the socket's transport, under TLS
 
     # -- asyncio.Protocol --------------------------------------------------------
 
@@ -72,8 +76,39 @@ class ClientSession(SessionCore, asyncio.Protocol):
         )
         self.send(self.greeting())
 
-    # Bytes go straight to the core: no frame of our own on the hot path.
+    # Bytes go straight to the core: no frame of our own on the hot path (a client that
+    # asks for TLS gets _receive_tls in front, see _start_tls).
     data_received = SessionCore.receive_data
+
+    def _start_tls(self, context: ssl.SSLContext, early: bytes) -> None:
+        assert self.transport is not None
+        self._tls = TLSLayer(context)
+        self._raw = self.transport
+        self.data_received = self._receive_tls  # type: ignore[method-assign]
+        # The loop keeps the protocol's data_received from when it was set: set it again.
+        self.transport.set_protocol(self)
+        if early:
+            self._receive_tls(early)
+
+    def _receive_tls(self, data: bytes) -> None:
+        layer, raw = self._tls, self._raw
+        assert layer is not None and raw is not None
+        try:
+            plain, reply = layer.receive(data)
+        except TLSError as exc:
+            self.daemon.stats.inc("client_tls_errors")
+            log.warning("client %s: TLS failed: %s; closing", self.peer, exc)
+            raw.close()
+            self._close_session()
+            return
+        if reply and not raw.is_closing():
+            raw.write(reply)
+        if layer.handshaken and self.transport is raw:
+            self.transport = TLSTransport(raw, layer)
+        if plain:
+            self.receive_data(plain)
+        if layer.closed:
+            self._close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._close_session()

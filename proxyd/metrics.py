@@ -88,6 +88,10 @@ COUNTERS: dict[str, tuple[str, str]] = {
         "proxyd_clients_refused_total",
         "Client connections refused by max_client_connections",
     ),
+    "client_tls_errors": (
+        "proxyd_client_tls_errors_total",
+        "Client TLS handshakes or records that failed (the client was closed)",
+    ),
     "client_protocol_errors": (
         "proxyd_client_protocol_errors_total",
         "Client connections closed for a protocol violation",

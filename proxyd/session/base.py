@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import itertools
 import logging
+import ssl
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -145,6 +146,7 @@ class SessionBase:
         self.pool: Pool | None = None
         self.backend: ServerConnection | None = None
         self.capabilities = 0
+        self.tls = False  # the client asked for TLS (SSLRequest); its bytes are encrypted
         self.mariadb_capabilities = 0
         self.profile = 0
         self.connected_at = time.monotonic()
@@ -277,6 +279,11 @@ class SessionBase:
 
     def _close(self) -> None:
         """Close the client connection; the session ends (see _close_session)."""
+        raise NotImplementedError
+
+    def _start_tls(self, context: ssl.SSLContext, early: bytes) -> None:
+        """Encrypt from here on; ``early`` is what the client sent after its SSLRequest
+        (the start of its TLS handshake)."""
         raise NotImplementedError
 
     def _run(self) -> None:

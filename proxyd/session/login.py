@@ -58,6 +58,7 @@ DEFAULT_SERVER_VERSION = b"5.5.5-10.11.0-MariaDB-proxyd"
 
 
 ER_NOT_SUPPORTED_YET = 1235
+ER_SECURE_TRANSPORT_REQUIRED = 3159
 
 
 class LoginPhase(SessionBase):
@@ -72,7 +73,8 @@ class LoginPhase(SessionBase):
                     server_version=daemon.server_version(),
                     connection_id=self.id,
                     auth_plugin_data=self._auth.scramble,
-                    capability_flags=SERVER_CAPABILITIES,
+                    capability_flags=SERVER_CAPABILITIES
+                    | (CLIENT.SSL if daemon.config.tls.context is not None else 0),
                     character_set=daemon.server_charset(),
                     status_flags=SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT,
                     auth_plugin_name=auth.NATIVE_PASSWORD,
@@ -90,10 +92,24 @@ class LoginPhase(SessionBase):
         if packet is None:
             return
         seq, payload = packet
-        if seq != 1:
-            raise ProtocolError(f"handshake response with sequence id {seq} (expected 1)")
+        expected = 2 if self.tls else 1  # after an SSLRequest, the response is the second
+        if seq != expected:
+            raise ProtocolError(f"handshake response with sequence id {seq} (expected {expected})")
         if is_ssl_request(payload):
-            self._refuse(ER_HANDSHAKE, "proxyd: TLS is not enabled on this listener", seq + 1)
+            context = self.daemon.config.tls.context
+            if context is None or self.tls:
+                self._refuse(ER_HANDSHAKE, "proxyd: TLS is not enabled on this listener", seq + 1)
+                return
+            self.tls = True
+            self._start_tls(context, self._reader.take_remaining())
+            return
+        if not self.tls and self.daemon.config.tls.required:
+            self._refuse(
+                ER_SECURE_TRANSPORT_REQUIRED,
+                "proxyd: connections using insecure transport are prohibited (tls.mode:"
+                " require); connect with TLS",
+                seq + 1,
+            )
             return
         response = parse_handshake_response(payload)
         if response.capability_flags & CLIENT.COMPRESS:
@@ -136,7 +152,16 @@ class LoginPhase(SessionBase):
             log.warning("client %s: access denied for user %r", self.peer, name)
             self._login_failed(login.denial(self.peer), login.next_seq)
             return
-        limit = self.daemon.config.users[name].max_connections
+        account = self.daemon.config.users[name]
+        if account.require_tls and not self.tls:
+            log.warning("client %s: user %r refused over plaintext (require_tls)", self.peer, name)
+            err = build_err(
+                ER_SECURE_TRANSPORT_REQUIRED,
+                f"proxyd: user '{name}' must connect with TLS (require_tls)",
+            )
+            self._login_failed(err, login.next_seq)
+            return
+        limit = account.max_connections
         if limit and sum(1 for s in self.daemon.sessions if s.user == name) >= limit:
             err = build_err(
                 ER_TOO_MANY_USER_CONNECTIONS,
