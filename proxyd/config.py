@@ -31,7 +31,7 @@ from proxyd.config_fields import (
     resolve_secret,
     string,
 )
-from proxyd.tls import TLSConfig, parse_tls
+from proxyd.tls import BackendTLSConfig, TLSConfig, parse_backend_tls, parse_tls
 
 __all__ = [
     "Address",
@@ -105,6 +105,7 @@ class BackendConfig:
     max_connecting: int
     read_timeout: float | None  # None: statements may run as long as they like
     ping_timeout: float
+    tls: BackendTLSConfig = field(default_factory=BackendTLSConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +199,14 @@ _TOP_KEYS = (
     "log",
     "tls",
 )
-_BACKEND_KEYS = ("address", "connect_timeout", "max_connecting", "read_timeout", "ping_timeout")
+_BACKEND_KEYS = (
+    "address",
+    "connect_timeout",
+    "max_connecting",
+    "read_timeout",
+    "ping_timeout",
+    "tls",
+)
 _USER_KEYS = (
     "name",
     "password",
@@ -236,7 +244,7 @@ def parse_config(data: object, path: str) -> Config:
     top = Section(data, "", path, _TOP_KEYS)
 
     listen = _parse_listen(top)
-    backend = _parse_backend(top.section("backend", _BACKEND_KEYS))
+    backend = _parse_backend(top.section("backend", _BACKEND_KEYS), config_dir)
     users = _parse_users(top, config_dir)
     pool = _parse_pool(top.section("pool", _POOL_KEYS))
 
@@ -306,13 +314,14 @@ def _parse_listen(top: Section) -> tuple[Address, ...]:
     return tuple(addresses)
 
 
-def _parse_backend(section: Section) -> BackendConfig:
+def _parse_backend(section: Section, config_dir: str) -> BackendConfig:
     return BackendConfig(
         address=section.get("address", Address.parse),
         connect_timeout=section.get("connect_timeout", positive_duration, 5.0),
         max_connecting=section.get("max_connecting", integer(1), 4),
         read_timeout=section.get("read_timeout", duration_or("off", zero_means_word=True), None),
         ping_timeout=section.get("ping_timeout", positive_duration, 5.0),
+        tls=parse_backend_tls(section, config_dir),
     )
 
 
@@ -400,6 +409,13 @@ def redacted(config: Config) -> dict[str, Any]:
             "max_connecting": config.backend.max_connecting,
             "read_timeout": seconds(config.backend.read_timeout, "off"),
             "ping_timeout": config.backend.ping_timeout,
+            "tls": {
+                "mode": config.backend.tls.mode,
+                "ca": config.backend.tls.ca,
+                "cert": config.backend.tls.cert,
+                "key": config.backend.tls.key,
+                "server_name": config.backend.tls.server_name,
+            },
         },
         "users": [
             {

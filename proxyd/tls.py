@@ -1,4 +1,5 @@
-"""TLS towards clients: the ``tls:`` section, its SSL context, and the encryption layer.
+"""TLS: towards clients (the ``tls:`` section, its SSL context, the encryption layer) and
+towards the server (``backend.tls``, MySQL's ``--ssl-mode``).
 
 A MySQL client asks for TLS with an SSLRequest packet in the middle of the login, then
 starts its TLS handshake on the same socket, often in the same TCP segment. The layer
@@ -69,14 +70,8 @@ def server_context(section: Section, cert: str, key: str | None, ca: str | None)
     """The standard library's secure server defaults, TLS 1.2 at least; client certificates
     verified against ``ca`` when a client presents one."""
     for name, file in (("cert", cert), ("key", key), ("ca", ca)):
-        if file is None:
-            continue
-        try:
-            with open(file, "rb"):
-                pass
-        except OSError as exc:
-            reason = (exc.strerror or str(exc)).lower()
-            raise section.error(name, f"{file}: {reason}") from None
+        if file is not None:
+            _readable(section, name, file)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
@@ -223,3 +218,77 @@ class TLSTransport(asyncio.Transport):
 
     def can_write_eof(self) -> bool:
         return False
+
+
+# --- towards the server -----------------------------------------------------------------
+
+BACKEND_TLS_MODES = ("disabled", "preferred", "required", "verify_ca", "verify_identity")
+BACKEND_TLS_KEYS = ("mode", "ca", "cert", "key", "server_name")
+
+
+@dataclass(frozen=True, slots=True)
+class BackendTLSConfig:
+    """``backend.tls``: MySQL's --ssl-mode, towards the server."""
+
+    mode: str = "preferred"
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    server_name: str | None = None  # the name verify_identity checks (default: the host)
+    context: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def login_mode(self) -> str:
+        """What the login asks of the server: disabled, preferred or required."""
+        return self.mode if self.mode in ("disabled", "preferred") else "required"
+
+
+def parse_backend_tls(backend: Section, config_dir: str) -> BackendTLSConfig:
+    section = backend.section("tls", BACKEND_TLS_KEYS)
+
+    def path(name: str) -> str | None:
+        value = section.get(name, string, None)
+        return None if value is None else os.path.join(config_dir, os.path.expanduser(value))
+
+    mode = section.get("mode", choice(BACKEND_TLS_MODES), "preferred")
+    ca, cert, key = path("ca"), path("cert"), path("key")
+    server_name = section.get("server_name", string, None)
+    if mode == "disabled":
+        return BackendTLSConfig(mode, ca, cert, key, server_name)
+    for name, file in (("ca", ca), ("cert", cert), ("key", key)):
+        if file is not None:
+            _readable(section, name, file)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if mode in ("preferred", "required"):
+        # Encrypted, not authenticated (MySQL's meaning of these modes).
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        context.check_hostname = mode == "verify_identity"
+        try:
+            if ca is None:
+                context.load_default_certs()
+            else:
+                context.load_verify_locations(cafile=ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise section.error("ca", f"{ca}: not a usable CA file ({exc})") from None
+    if cert is not None:
+        try:
+            context.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            raise section.error(
+                "cert", f"{cert}: not a usable certificate and key ({exc})"
+            ) from None
+    elif key is not None:
+        raise section.error("key", "given without backend.tls.cert")
+    return BackendTLSConfig(mode, ca, cert, key, server_name, context)
+
+
+def _readable(section: Section, name: str, file: str) -> None:
+    try:
+        with open(file, "rb"):
+            pass
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        raise section.error(name, f"{file}: {reason}") from None

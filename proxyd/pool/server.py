@@ -81,6 +81,7 @@ class Server:
                     user.backend_password.encode(),
                     profile,
                     self.charset,
+                    tls=self.config.tls,
                 )
                 conn = await open_backend(
                     account, on_lost, self.config.connect_timeout, self.config.ping_timeout

@@ -22,6 +22,7 @@ from proxyd.protocol import auth
 from proxyd.protocol.constants import CLIENT, CLIENT_MYSQL
 from proxyd.protocol.errors import ProtocolError
 from proxyd.protocol.messages import (
+    SSL_REQUEST_LENGTH,
     ErrPacket,
     HandshakeResponse41,
     HandshakeV10,
@@ -135,8 +136,12 @@ class ClientLogin:
         capabilities: int,
         mariadb_capabilities: int = 0,
         connect_attrs: dict[bytes, bytes] | None = None,
+        tls: str = "disabled",
     ) -> None:
         self.user = user
+        self._tls = tls  # disabled | preferred (when offered) | required
+        self.tls = False  # agreed: greeting() returned an SSLRequest; response() follows
+        self._response = b""
         self._password = password
         self.charset = charset
         self.schema = schema
@@ -172,10 +177,15 @@ class ClientLogin:
             caps &= ~CLIENT_MYSQL  # says the reserved bytes hold MariaDB's capabilities
         if self.schema:
             caps |= CLIENT.CONNECT_WITH_DB
+        if self._tls != "disabled" and greeting.capability_flags & CLIENT.SSL:
+            self.tls = True
+            caps |= CLIENT.SSL
+        elif self._tls == "required":
+            raise LoginRefused("the server does not offer TLS, which backend.tls.mode requires")
         self.capabilities = caps
         self._plugin = greeting.auth_plugin_name
         self._scramble = greeting.auth_plugin_data
-        return build_handshake_response(
+        response = build_handshake_response(
             HandshakeResponse41(
                 capability_flags=caps,
                 max_packet_size=1 << 30,
@@ -188,6 +198,15 @@ class ClientLogin:
                 mariadb_capabilities=mariadb_caps,
             )
         )
+        if self.tls:
+            # The SSLRequest is the response's fixed part; the whole follows over TLS.
+            self._response = response
+            return response[:SSL_REQUEST_LENGTH]
+        return response
+
+    def response(self) -> bytes:
+        """The HandshakeResponse41 to send once TLS is up (after greeting() asked for it)."""
+        return self._response
 
     def receive(self, payload: bytes) -> list[bytes]:
         head = payload[:1]
@@ -210,6 +229,8 @@ class ClientLogin:
             if data == auth.SHA2_FAST_AUTH_OK:
                 return []  # the OK follows
             if data == auth.SHA2_PERFORM_FULL_AUTH:
+                if self.tls:
+                    return [self._password + b"\x00"]  # in clear, inside TLS
                 return [auth.SHA2_REQUEST_PUBLIC_KEY]
             if data.startswith(b"-----BEGIN"):
                 return [auth.rsa_encrypt_password(self._password, self._scramble, data)]

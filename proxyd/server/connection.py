@@ -18,6 +18,7 @@ import asyncio
 import itertools
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from proxyd.protocol.messages import (
 from proxyd.protocol.packets import PacketReader, encode_packet
 from proxyd.protocol.response import ResponseTracker
 from proxyd.server.setup import BackendError, BackendGone, ServerSession
+from proxyd.tls import BackendTLSConfig
 
 if TYPE_CHECKING:
     from proxyd.config import Address
@@ -84,6 +86,7 @@ class ServerAccount:
     profile: int  # client capabilities that shape answers (see PROFILE_CAPABILITIES)
     charset: int
     schema: bytes | None = None
+    tls: BackendTLSConfig | None = None  # backend.tls; None: plaintext
 
 
 class BackendConnection(ServerSession, asyncio.Protocol):
@@ -127,6 +130,7 @@ class BackendConnection(ServerSession, asyncio.Protocol):
         self._last_data = 0.0
         self._watchdog: asyncio.TimerHandle | None = None
         self._relay_paused = False  # not reading the server: the client does not keep up
+        self.tls_version: str | None = None  # TLSv1.3... once the login switched to TLS
         # KILL QUERY statements sent for this connection's statement and not yet answered:
         # until they are, it goes to no other client (whose statement they would kill).
         self.kills_pending = 0
@@ -340,6 +344,7 @@ class BackendConnection(ServerSession, asyncio.Protocol):
         await self.setup_session()
 
     async def _authenticate(self) -> None:
+        tls = self.account.tls
         login = ClientLogin(
             self.user,
             self.account.password,
@@ -348,6 +353,7 @@ class BackendConnection(ServerSession, asyncio.Protocol):
             (BASE_CAPABILITIES | self.profile) & 0xFFFFFFFF,
             self.profile >> 32,
             {b"_client_name": b"proxyd", b"program_name": b"proxyd"},
+            "disabled" if tls is None or tls.context is None else tls.login_mode,
         )
         seq, payload = await self._read_packet()
         try:
@@ -362,6 +368,11 @@ class BackendConnection(ServerSession, asyncio.Protocol):
             self.status_flags = greeting.status_flags
             self.capabilities = login.capabilities
             self.multi_statements = bool(login.capabilities & CLIENT.MULTI_STATEMENTS)
+            if login.tls:
+                assert tls is not None and tls.context is not None
+                await self._start_tls(tls.context, tls.server_name)
+                seq += 1
+                self._send(login.response(), seq + 1)
             while not login.done:
                 seq, payload = await self._read_packet()
                 for answer in login.receive(payload):
@@ -370,6 +381,26 @@ class BackendConnection(ServerSession, asyncio.Protocol):
             raise BackendError(str(exc), exc.err) from None
         except ProtocolError as exc:
             raise BackendError(f"during login: {exc}") from None
+
+    async def _start_tls(self, context: ssl.SSLContext, server_name: str | None) -> None:
+        """Encrypt this connection (after the SSLRequest); never falls back to plaintext."""
+        assert self.transport is not None
+        address = self.account.address
+        try:
+            transport = await asyncio.get_running_loop().start_tls(
+                self.transport, self, context, server_hostname=server_name or address.host
+            )
+        except ssl.SSLCertVerificationError as exc:
+            raise BackendError(
+                f"TLS to {address}: the server's certificate was refused: {exc.verify_message}"
+            ) from None
+        except (ssl.SSLError, OSError, ConnectionError) as exc:
+            raise BackendError(f"TLS to {address} failed: {exc}") from None
+        if transport is None:
+            raise BackendGone(f"TLS to {address}: connection closed during the handshake")
+        self.transport = transport
+        ssl_object = transport.get_extra_info("ssl_object")
+        self.tls_version = ssl_object.version() if ssl_object is not None else "TLS"
 
     # -- proxyd's own commands ---------------------------------------------------
 

@@ -148,3 +148,38 @@ def test_client_login_asks_for_mariadb_capabilities_only_where_offered() -> None
     assert response.mariadb_capabilities == MARIADB_CLIENT_EXTENDED_METADATA
     plain = _client(mariadb_caps=MARIADB_CLIENT_EXTENDED_METADATA)
     assert parse_handshake_response(plain.greeting(_greeting())).mariadb_capabilities == 0
+
+
+def _tls_greeting(plugin: bytes = auth.NATIVE_PASSWORD) -> bytes:
+    return build_handshake_v10(
+        HandshakeV10(
+            server_version=b"8.0.36",
+            connection_id=7,
+            auth_plugin_data=SCRAMBLE,
+            capability_flags=SERVER_CAPS | CLIENT.SSL,
+            character_set=255,
+            status_flags=2,
+            auth_plugin_name=plugin,
+        )
+    )
+
+
+def test_client_login_over_tls_sends_the_ssl_request_then_the_response() -> None:
+    login = ClientLogin(b"app", b"apppw", 45, None, SERVER_CAPS, tls="preferred")
+    first = login.greeting(_tls_greeting())
+    assert login.tls and len(first) == 32
+    assert int.from_bytes(first[:4], "little") & CLIENT.SSL
+    whole = login.response()
+    assert whole[:32] == first  # the SSLRequest is the response's fixed part
+    assert parse_handshake_response(whole).username == b"app"
+    # Without TLS offered: preferred logs in plaintext, required refuses.
+    plain = ClientLogin(b"app", b"apppw", 45, None, SERVER_CAPS, tls="preferred")
+    assert len(plain.greeting(_greeting())) > 32 and not plain.tls
+    with pytest.raises(LoginRefused, match="does not offer TLS"):
+        ClientLogin(b"app", b"apppw", 45, None, SERVER_CAPS, tls="required").greeting(_greeting())
+
+
+def test_client_login_caching_sha2_full_auth_over_tls_sends_the_password() -> None:
+    login = ClientLogin(b"app", b"apppw", 45, None, SERVER_CAPS, tls="required")
+    login.greeting(_tls_greeting(auth.CACHING_SHA2_PASSWORD))
+    assert login.receive(b"\x01" + auth.SHA2_PERFORM_FULL_AUTH) == [b"apppw\x00"]
