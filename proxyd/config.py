@@ -39,11 +39,13 @@ __all__ = [
     "BackendConfig",
     "Config",
     "ConfigError",
+    "ListenAddress",
     "LogConfig",
     "MetricsConfig",
     "PoolConfig",
     "RetryConfig",
     "TLSConfig",
+    "UnixAddress",
     "UserConfig",
     "flatten_config",
     "load_config",
@@ -94,6 +96,30 @@ class Address:
         if not 1 <= port <= 65535:
             raise ValueError(f"port must be between 1 and 65535, got {port}")
         return cls(host, port)
+
+
+@dataclass(frozen=True, slots=True)
+class UnixAddress:
+    """A Unix socket to listen on: its path, the file's mode, and its owner."""
+
+    path: str
+    mode: int = 0o777  # as mysqld's socket: who may log in is the passwords' business
+    owner: str | None = None  # "user", "user:group" or ":group"
+
+    def __str__(self) -> str:
+        return f"unix:{self.path}"
+
+    @classmethod
+    def parse(cls, value: str) -> UnixAddress:
+        path = value[len("unix:") :] if value.startswith("unix:") else value
+        if not path.startswith("/"):
+            raise ValueError(f"a Unix socket needs an absolute path, got {value!r}")
+        if len(path.encode()) > 107:
+            raise ValueError(f"{path!r} is longer than a Unix socket path may be (107 bytes)")
+        return cls(path)
+
+
+ListenAddress = Address | UnixAddress
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +195,7 @@ class Config:
     """The whole file, validated; see config/proxyd.yaml for every key."""
 
     path: str
-    listen: tuple[Address, ...]
+    listen: tuple[ListenAddress, ...]
     backend: BackendConfig
     users: dict[str, UserConfig]
     pool: PoolConfig
@@ -296,22 +322,54 @@ def parse_config(data: object, path: str) -> Config:
     )
 
 
-def _parse_listen(top: Section) -> tuple[Address, ...]:
+def _parse_listen(top: Section) -> tuple[ListenAddress, ...]:
     raw = top.get("listen", lambda value: value)
     items = raw if isinstance(raw, list) else [raw]
     if not items:
         raise top.error("listen", "must name at least one address")
-    addresses: list[Address] = []
+    addresses: list[ListenAddress] = []
     for index, item in enumerate(items):
         key = f"listen[{index}]" if isinstance(raw, list) else "listen"
         try:
-            address = Address.parse(item)
+            address = _listen_address(item, key, top.path)
         except ValueError as e:
             raise ConfigError(top.path, key, str(e)) from None
         if address in addresses:
             raise ConfigError(top.path, key, f"{address} is listed twice")
         addresses.append(address)
     return tuple(addresses)
+
+
+def _listen_address(item: object, key: str, path: str) -> ListenAddress:
+    """``host:port``, a Unix socket (``/path`` or ``unix:/path``), or a mapping of
+    ``address`` with ``socket_mode`` and ``socket_owner`` for a socket."""
+    if isinstance(item, dict):
+        section = Section(item, key, path, ("address", "socket_mode", "socket_owner"))
+        address = section.get("address", string)
+        if not address.startswith(("/", "unix:")):
+            raise section.error("address", "socket_mode and socket_owner are for Unix sockets")
+        try:
+            unix = UnixAddress.parse(address)
+        except ValueError as e:
+            raise section.error("address", str(e)) from None
+        return UnixAddress(
+            unix.path,
+            section.get("socket_mode", _file_mode, 0o777),
+            section.get("socket_owner", string, None),
+        )
+    if isinstance(item, str) and item.startswith(("/", "unix:")):
+        return UnixAddress.parse(item)
+    return Address.parse(item)
+
+
+def _file_mode(value: object) -> int:
+    """A mode written as in chmod: "0660" or "660" (quoted: YAML would read 0660 as a
+    number, and 660 in decimal)."""
+    if isinstance(value, str) and value.isdigit() and set(value) <= set("01234567"):
+        mode = int(value, 8)
+        if mode <= 0o777:
+            return mode
+    raise ValueError(f'expected an octal mode such as "0660" (quoted), got {describe(value)}')
 
 
 def _parse_backend(section: Section, config_dir: str) -> BackendConfig:
@@ -375,11 +433,11 @@ def _parse_pool(section: Section) -> PoolConfig:
 
 def _check_listeners_distinct(
     path: str,
-    listen: tuple[Address, ...],
+    listen: tuple[ListenAddress, ...],
     admin: AdminConfig | None,
     metrics: MetricsConfig | None,
 ) -> None:
-    taken = {address: f"listen[{i}]" for i, address in enumerate(listen)}
+    taken: dict[ListenAddress, str] = {address: f"listen[{i}]" for i, address in enumerate(listen)}
     for key, address in (
         ("admin.listen", admin.listen if admin else None),
         ("metrics.listen", metrics.listen if metrics else None),

@@ -60,7 +60,7 @@ class ClientSession(SessionCore, asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "unix")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "localhost")
         daemon = self.daemon
         if not daemon.accepting:
             self._refuse(ER_CON_COUNT, "proxyd: shutting down", seq=0)
