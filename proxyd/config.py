@@ -16,6 +16,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any
 
+from proxyd.addresses import Address, ListenAddress, UnixAddress, listen_address
 from proxyd.config_fields import (
     ConfigError,
     Section,
@@ -36,6 +37,7 @@ from proxyd.tls import BackendTLSConfig, TLSConfig, parse_backend_tls, parse_tls
 __all__ = [
     "Address",
     "AdminConfig",
+    "AuthConfig",
     "BackendConfig",
     "Config",
     "ConfigError",
@@ -61,65 +63,6 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 
 REDACTED = "***"
-
-
-@dataclass(frozen=True, slots=True)
-class Address:
-    host: str  # IPv6 literals are stored without brackets, ready for socket calls
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-    @classmethod
-    def parse(cls, value: object) -> Address:
-        """Parse ``host:port`` or ``[ipv6]:port``; raise ValueError with a reason."""
-        if not isinstance(value, str):
-            raise ValueError(f"expected 'host:port', got {describe(value)}")
-        text = value.strip()
-        host, sep, port_text = text.rpartition(":")
-        if not sep or not port_text:
-            raise ValueError(f"expected 'host:port', got {text!r}")
-        if host.startswith("[") and host.endswith("]"):
-            host = host[1:-1]
-            if ":" not in host:
-                raise ValueError(f"brackets are only for IPv6 addresses, got {text!r}")
-        elif ":" in host:
-            raise ValueError(f"write IPv6 addresses in brackets, e.g. '[::1]:6033', got {text!r}")
-        if not host:
-            raise ValueError(f"missing host in {text!r} (use 0.0.0.0 or [::] for all addresses)")
-        if any(c.isspace() for c in host) or "[" in host or "]" in host:
-            raise ValueError(f"invalid host in {text!r}")
-        if not port_text.isdigit():
-            raise ValueError(f"port must be a number, got {port_text!r}")
-        port = int(port_text)
-        if not 1 <= port <= 65535:
-            raise ValueError(f"port must be between 1 and 65535, got {port}")
-        return cls(host, port)
-
-
-@dataclass(frozen=True, slots=True)
-class UnixAddress:
-    """A Unix socket to listen on: its path, the file's mode, and its owner."""
-
-    path: str
-    mode: int = 0o777  # as mysqld's socket: who may log in is the passwords' business
-    owner: str | None = None  # "user", "user:group" or ":group"
-
-    def __str__(self) -> str:
-        return f"unix:{self.path}"
-
-    @classmethod
-    def parse(cls, value: str) -> UnixAddress:
-        path = value[len("unix:") :] if value.startswith("unix:") else value
-        if not path.startswith("/"):
-            raise ValueError(f"a Unix socket needs an absolute path, got {value!r}")
-        if len(path.encode()) > 107:
-            raise ValueError(f"{path!r} is longer than a Unix socket path may be (107 bytes)")
-        return cls(path)
-
-
-ListenAddress = Address | UnixAddress
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +99,16 @@ class PoolConfig:
     max_lifetime: float | None  # None: auto, derived from the server's wait_timeout
     ping_interval: float | None  # None: auto
     acquire_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """The ``auth:`` section: slowing password guessing, bounding logins in progress."""
+
+    failed_login_threshold: int = 3
+    failed_login_delay: float = 1.0  # 0: no delay
+    failed_login_max_delay: float = 30.0
+    max_logins_in_progress: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +157,7 @@ class Config:
     metrics: MetricsConfig | None
     log: LogConfig
     tls: TLSConfig
+    auth: AuthConfig
     max_client_connections: int
     client_login_timeout: float
     shutdown_timeout: float
@@ -224,6 +178,7 @@ _TOP_KEYS = (
     "metrics",
     "log",
     "tls",
+    "auth",
 )
 _BACKEND_KEYS = (
     "address",
@@ -247,6 +202,12 @@ _USER_KEYS = (
 )
 _POOL_KEYS = ("mode", "max_size", "min_idle", "max_lifetime", "ping_interval", "acquire_timeout")
 _RETRY_KEYS = ("max_attempts", "timeout")
+_AUTH_KEYS = (
+    "failed_login_threshold",
+    "failed_login_delay",
+    "failed_login_max_delay",
+    "max_logins_in_progress",
+)
 _ADMIN_KEYS = ("listen", "user", "password", "password_env", "password_file")
 _METRICS_KEYS = ("listen",)
 _LOG_KEYS = ("level", "format")
@@ -303,6 +264,13 @@ def parse_config(data: object, path: str) -> Config:
     )
 
     tls = parse_tls(top, config_dir)
+    auth_section = top.section("auth", _AUTH_KEYS)
+    auth = AuthConfig(
+        failed_login_threshold=auth_section.get("failed_login_threshold", integer(0), 3),
+        failed_login_delay=auth_section.get("failed_login_delay", parse_duration, 1.0),
+        failed_login_max_delay=auth_section.get("failed_login_max_delay", parse_duration, 30.0),
+        max_logins_in_progress=auth_section.get("max_logins_in_progress", integer(1), 1000),
+    )
     _check_listeners_distinct(path, listen, admin, metrics)
 
     return Config(
@@ -316,6 +284,7 @@ def parse_config(data: object, path: str) -> Config:
         metrics=metrics,
         log=log,
         tls=tls,
+        auth=auth,
         max_client_connections=top.get("max_client_connections", integer(1), 10000),
         client_login_timeout=top.get("client_login_timeout", positive_duration, 10.0),
         shutdown_timeout=top.get("shutdown_timeout", parse_duration, 30.0),
@@ -331,45 +300,13 @@ def _parse_listen(top: Section) -> tuple[ListenAddress, ...]:
     for index, item in enumerate(items):
         key = f"listen[{index}]" if isinstance(raw, list) else "listen"
         try:
-            address = _listen_address(item, key, top.path)
+            address = listen_address(item, key, top.path)
         except ValueError as e:
             raise ConfigError(top.path, key, str(e)) from None
         if address in addresses:
             raise ConfigError(top.path, key, f"{address} is listed twice")
         addresses.append(address)
     return tuple(addresses)
-
-
-def _listen_address(item: object, key: str, path: str) -> ListenAddress:
-    """``host:port``, a Unix socket (``/path`` or ``unix:/path``), or a mapping of
-    ``address`` with ``socket_mode`` and ``socket_owner`` for a socket."""
-    if isinstance(item, dict):
-        section = Section(item, key, path, ("address", "socket_mode", "socket_owner"))
-        address = section.get("address", string)
-        if not address.startswith(("/", "unix:")):
-            raise section.error("address", "socket_mode and socket_owner are for Unix sockets")
-        try:
-            unix = UnixAddress.parse(address)
-        except ValueError as e:
-            raise section.error("address", str(e)) from None
-        return UnixAddress(
-            unix.path,
-            section.get("socket_mode", _file_mode, 0o777),
-            section.get("socket_owner", string, None),
-        )
-    if isinstance(item, str) and item.startswith(("/", "unix:")):
-        return UnixAddress.parse(item)
-    return Address.parse(item)
-
-
-def _file_mode(value: object) -> int:
-    """A mode written as in chmod: "0660" or "660" (quoted: YAML would read 0660 as a
-    number, and 660 in decimal)."""
-    if isinstance(value, str) and value.isdigit() and set(value) <= set("01234567"):
-        mode = int(value, 8)
-        if mode <= 0o777:
-            return mode
-    raise ValueError(f'expected an octal mode such as "0660" (quoted), got {describe(value)}')
 
 
 def _parse_backend(section: Section, config_dir: str) -> BackendConfig:
@@ -503,6 +440,12 @@ def redacted(config: Config) -> dict[str, Any]:
         else {"listen": str(config.admin.listen), "user": config.admin.user, "password": REDACTED},
         "metrics": None if config.metrics is None else {"listen": str(config.metrics.listen)},
         "log": {"level": config.log.level, "format": config.log.format},
+        "auth": {
+            "failed_login_threshold": config.auth.failed_login_threshold,
+            "failed_login_delay": config.auth.failed_login_delay,
+            "failed_login_max_delay": config.auth.failed_login_max_delay,
+            "max_logins_in_progress": config.auth.max_logins_in_progress,
+        },
         "tls": {
             "mode": config.tls.mode,
             "cert": config.tls.cert,

@@ -53,6 +53,7 @@ from proxyd.pool import Pool, Server
 from proxyd.registry import PoolSummary, ReloadResult
 from proxyd.reload import apply_backend, apply_users, config_changes
 from proxyd.sdnotify import Notifier
+from proxyd.session.guard import LoginGuard
 from proxyd.stats import Stats
 from proxyd.upkeep import Upkeep, close_pool
 
@@ -69,6 +70,12 @@ class Daemon:
             for name, user in config.users.items()
         }
         self.sessions: set[ClientSession] = set()
+        self.logins_in_progress = 0  # client connections not logged in yet
+        self.login_guard = LoginGuard(
+            config.auth.failed_login_threshold,
+            config.auth.failed_login_delay,
+            config.auth.failed_login_max_delay,
+        )
         self.admin_sessions: set[AdminSession] = set()
         self.accepting = False
         self.ready = False  # pools warmed and listening: READY=1 was sent
@@ -226,6 +233,11 @@ class Daemon:
             self.server, self.all_pools(), old.backend, new.backend, self.stats
         )
         self.config = new
+        self.login_guard.configure(
+            new.auth.failed_login_threshold,
+            new.auth.failed_login_delay,
+            new.auth.failed_login_max_delay,
+        )
         apply_users(
             self.pools,
             self.removed_pools,
@@ -344,6 +356,10 @@ class Daemon:
         if cold:
             return False, f"pools below min_idle: {', '.join(cold)}"
         return True, "ready"
+
+    def login_state(self) -> tuple[int, int]:
+        """(client connections still logging in, addresses whose logins are slowed)."""
+        return self.logins_in_progress, self.login_guard.addresses_delayed
 
     def pool_summaries(self) -> list[PoolSummary]:
         now = time.monotonic()

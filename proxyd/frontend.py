@@ -52,6 +52,7 @@ class ClientSession(SessionCore, asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._waiter: Waiter | None = None  # queued in the pool with enqueue()
         self._writing_paused = False  # the client's unread answers passed the high mark
+        self._logging_in = False  # counted in daemon.logins_in_progress
         self._tls: TLSLayer | None = None  # the client speaks TLS (after its SSLRequest)
         self._raw: asyncio.Transport | None = None  # the socket's transport, under TLS
 
@@ -61,6 +62,7 @@ class ClientSession(SessionCore, asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "localhost")
+        self.peer_host = str(peer[0]) if isinstance(peer, tuple) else "localhost"
         daemon = self.daemon
         if not daemon.accepting:
             self._refuse(ER_CON_COUNT, "proxyd: shutting down", seq=0)
@@ -70,6 +72,13 @@ class ClientSession(SessionCore, asyncio.Protocol):
             log.warning("client %s: refused, max_client_connections reached", self.peer)
             self._refuse(ER_CON_COUNT, "Too many connections", seq=0)
             return
+        if daemon.logins_in_progress >= daemon.config.auth.max_logins_in_progress:
+            daemon.stats.inc("logins_refused")
+            log.warning("client %s: refused, auth.max_logins_in_progress reached", self.peer)
+            self._refuse(ER_CON_COUNT, "proxyd: too many connections logging in", seq=0)
+            return
+        daemon.logins_in_progress += 1
+        self._logging_in = True
         daemon.sessions.add(self)
         self._login_timer = asyncio.get_running_loop().call_later(
             daemon.config.client_login_timeout, self._login_timed_out
@@ -151,6 +160,23 @@ class ClientSession(SessionCore, asyncio.Protocol):
         if self._login_timer is not None:
             self._login_timer.cancel()
             self._login_timer = None
+        self._login_over()
+
+    def _login_over(self) -> None:
+        if self._logging_in:
+            self._logging_in = False
+            self.daemon.logins_in_progress -= 1
+
+    def _wait_before_login(self, delay: float) -> None:
+        # The login timeout starts again after the wait: a slowed login is not refused
+        # for being slow.
+        loop = asyncio.get_running_loop()
+        if self._login_timer is not None:
+            self._login_timer.cancel()
+            self._login_timer = loop.call_later(
+                delay + self.daemon.config.client_login_timeout, self._login_timed_out
+            )
+        loop.call_later(delay, self._login_waited)
 
     def _login_timed_out(self) -> None:
         if self.state is State.AUTHENTICATING:
@@ -444,6 +470,7 @@ class ClientSession(SessionCore, asyncio.Protocol):
         if self._login_timer is not None:
             self._login_timer.cancel()
         self.daemon.sessions.discard(self)
+        self._login_over()
         self._end_kill()
         if self._task is not None and not self._task.done():
             self._task.cancel()

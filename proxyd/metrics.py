@@ -88,6 +88,14 @@ COUNTERS: dict[str, tuple[str, str]] = {
         "proxyd_clients_refused_total",
         "Client connections refused by max_client_connections",
     ),
+    "logins_delayed": (
+        "proxyd_client_logins_delayed_total",
+        "Client logins answered late because their address failed to log in before",
+    ),
+    "logins_refused": (
+        "proxyd_client_logins_refused_total",
+        "Client connections refused by auth.max_logins_in_progress",
+    ),
     "client_tls_errors": (
         "proxyd_client_tls_errors_total",
         "Client TLS handshakes or records that failed (the client was closed)",
@@ -127,6 +135,8 @@ class Observed(Protocol):
     def readiness(self) -> tuple[bool, str]: ...
 
     def pool_summaries(self) -> list[PoolSummary]: ...
+
+    def login_state(self) -> tuple[int, int]: ...
 
 
 class DaemonCollector:
@@ -173,6 +183,19 @@ class DaemonCollector:
         )
         up.add_metric([], 1 if daemon.server.up else 0)
         yield up
+
+        logging_in, slowed = daemon.login_state()
+        logins = GaugeMetricFamily(
+            "proxyd_client_logins_in_progress", "Client connections not logged in yet"
+        )
+        logins.add_metric([], logging_in)
+        yield logins
+        guarded = GaugeMetricFamily(
+            "proxyd_client_addresses_slowed",
+            "Client addresses whose logins are answered late after failed ones",
+        )
+        guarded.add_metric([], slowed)
+        yield guarded
 
         paused = GaugeMetricFamily("proxyd_paused", "1 while the admin console has PAUSEd proxyd")
         paused.add_metric([], 1 if daemon.paused else 0)

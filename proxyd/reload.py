@@ -53,6 +53,11 @@ def apply_backend(
         return server
     if new.address == old.address and new.max_connecting == old.max_connecting:
         server.config = new  # timeouts: read at each use
+        if new.tls != old.tls:
+            # Connections opened under the old TLS settings are replaced as they idle.
+            log.info("backend.tls changed: server connections are replaced as they idle")
+            for pool in pools:
+                pool.drain_before = time.monotonic()
         return server
     replacement = Server(new, stats)
     if new.address == old.address:
@@ -75,7 +80,7 @@ def apply_backend(
     now = time.monotonic()
     for pool in pools:
         pool.server = replacement
-        if new.address != old.address:
+        if new.address != old.address or new.tls != old.tls:
             pool.drain_before = now
     return replacement
 

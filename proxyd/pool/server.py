@@ -14,10 +14,10 @@ from collections.abc import Callable
 
 from proxyd.config import BackendConfig, UserConfig
 from proxyd.protocol.messages import ErrPacket
+from proxyd.server.account import ServerAccount
 from proxyd.server.connection import (
     BackendConnection,
     BackendError,
-    ServerAccount,
     open_backend,
 )
 from proxyd.stats import Stats

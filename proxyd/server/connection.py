@@ -21,14 +21,11 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from proxyd.protocol.constants import (
     CLIENT,
-    CLIENT_41_AUTH,
     COMMAND,
-    MARIADB_CLIENT_EXTENDED_METADATA,
     SERVER_STATUS,
 )
 from proxyd.protocol.errors import ProtocolError
@@ -39,54 +36,19 @@ from proxyd.protocol.messages import (
 )
 from proxyd.protocol.packets import PacketReader, encode_packet
 from proxyd.protocol.response import ResponseTracker
+from proxyd.server.account import (
+    BASE_CAPABILITIES,
+    ServerAccount,
+)
 from proxyd.server.setup import BackendError, BackendGone, ServerSession
-from proxyd.tls import BackendTLSConfig
-
-if TYPE_CHECKING:
-    from proxyd.config import Address
 
 log = logging.getLogger("proxyd.backend")
-
-# What proxyd asks of every server, whatever the client asked of proxyd.
-# MULTI_STATEMENTS is switched per client with COM_SET_OPTION, so it does not split the pool.
-BASE_CAPABILITIES = CLIENT_41_AUTH | CLIENT.LONG_PASSWORD | CLIENT.MULTI_STATEMENTS
-BASE_CAPABILITIES |= CLIENT.SESSION_TRACK | CLIENT.CONNECT_ATTRS
-# Client capabilities that change what a server sends or accepts: a backend is
-# only shared between clients that agree on these (the pool keys on them). A profile
-# holds them, and above bit 32 the MARIADB_PROFILE_CAPABILITIES the client asked for.
-PROFILE_CAPABILITIES = (
-    CLIENT.FOUND_ROWS
-    | CLIENT.DEPRECATE_EOF
-    | CLIENT.LOCAL_FILES
-    | CLIENT.IGNORE_SPACE
-    # Without them the server keeps results from the client (a prepared CALL's OUT
-    # parameters, a procedure's result sets): asking for them anyway would send a client
-    # answers it cannot read.
-    | CLIENT.MULTI_RESULTS
-    | CLIENT.PS_MULTI_RESULTS
-)
-# MariaDB's extended capabilities that proxyd passes on: they change what the server
-# puts in a column definition, never how many packets an answer has.
-MARIADB_PROFILE_CAPABILITIES = MARIADB_CLIENT_EXTENDED_METADATA
 
 _ids = itertools.count(1)
 
 # close_reason of a connection whose answer proxyd could not follow.
 PROTOCOL_ERROR = "protocol error from server"
 UNPLACED_LOGGED = 256
-
-
-@dataclass(frozen=True, slots=True)
-class ServerAccount:
-    """Whom a server connection logs in as, and the session it asks for."""
-
-    address: Address
-    user: bytes
-    password: bytes
-    profile: int  # client capabilities that shape answers (see PROFILE_CAPABILITIES)
-    charset: int
-    schema: bytes | None = None
-    tls: BackendTLSConfig | None = None  # backend.tls; None: plaintext
 
 
 class BackendConnection(ServerSession, asyncio.Protocol):

@@ -24,6 +24,7 @@ from proxyd.protocol.messages import OkPacket, build_eof, build_err, build_ok
 from proxyd.protocol.packets import PacketReader, encode_packet
 from proxyd.protocol.response import ResponseTracker
 from proxyd.session.answers import ER_NET_PACKETS_OUT_OF_ORDER, ER_UNKNOWN_STMT_HANDLER
+from proxyd.session.guard import LoginGuard
 from proxyd.session.hints import NO_HINTS
 from proxyd.session.identity import CLIENT_ID_TOP
 from proxyd.session.state import ClientState, PreparedStatement
@@ -50,6 +51,8 @@ class Host(Protocol):
     stats: Stats
     config: Config
     sessions: set[Any]  # the running ClientSessions (proxyd/frontend.py)
+    login_guard: LoginGuard
+    logins_in_progress: int
     server: Server
     pools: dict[str, Pool]
     accepting: bool
@@ -101,6 +104,12 @@ class ServerConnection(Protocol):
     def kill_answered(self) -> None: ...
 
 
+class LoginGate(enum.Enum):
+    UNCHECKED = 0
+    WAITING = 1  # an address that failed to log in waits before its login is read
+    OPEN = 2
+
+
 class State(enum.Enum):
     # Members are singletons: hash them as objects, in C, not by name in Python (a
     # TRANSITIONS lookup happens twice per statement).
@@ -142,6 +151,7 @@ class SessionBase:
         self.id = next(_session_ids)
         self.state = State.AUTHENTICATING
         self.peer = "?"
+        self.peer_host = "?"  # the address alone, for the login guard
         self.user = ""
         self.pool: Pool | None = None
         self.backend: ServerConnection | None = None
@@ -159,6 +169,7 @@ class SessionBase:
         self._reader = PacketReader(max_payload=MAX_LOGIN_PACKET)
         self._auth = ServerLogin(self._password_for)
         self._auth_stage = False  # waiting for the answer to an AuthSwitchRequest
+        self._login_gate = LoginGate.UNCHECKED  # the login guard's say on this connection
         self._pending_db: bytes | None = None
         self._pending_charset = 45
         self._change_user = False
@@ -309,6 +320,14 @@ class SessionBase:
 
     def _logged_in(self) -> None:
         """The login is over: the login timeout no longer applies."""
+
+    def receive_data(self, data: bytes) -> None:
+        """Bytes from the client (proxyd/session/core.py)."""
+        raise NotImplementedError
+
+    def _wait_before_login(self, delay: float) -> None:
+        """Call _login_waited() in ``delay`` seconds (the login guard's wait)."""
+        raise NotImplementedError
 
     def pause_reading(self) -> None:
         """Stop reading the client until resume_reading (input is piling up)."""

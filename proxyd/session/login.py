@@ -8,6 +8,7 @@ does (see _login_failed).
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from proxyd.protocol import auth
@@ -36,10 +37,11 @@ from proxyd.session.state import ClientState
 if TYPE_CHECKING:
     pass
 
-from proxyd.server.connection import MARIADB_PROFILE_CAPABILITIES, PROFILE_CAPABILITIES
+from proxyd.server.account import MARIADB_PROFILE_CAPABILITIES, PROFILE_CAPABILITIES
 from proxyd.session.base import (
     CHANGE_USER_FAILURE_PAUSE,
     MAX_CHANGE_USER_FAILURES,
+    LoginGate,
     SessionBase,
     State,
 )
@@ -88,6 +90,17 @@ class LoginPhase(SessionBase):
 
     def _authenticate(self) -> None:
         """The client's HandshakeResponse41 (answers to an auth switch go through _pump)."""
+        if self._login_gate is not LoginGate.OPEN:
+            if self._login_gate is LoginGate.WAITING:
+                return
+            # Once per connection: an address that failed to log in waits first.
+            delay = self.daemon.login_guard.delay_for(self.peer_host, time.monotonic())
+            if delay:
+                self._login_gate = LoginGate.WAITING
+                self.daemon.stats.inc("logins_delayed")
+                self._wait_before_login(delay)
+                return
+            self._login_gate = LoginGate.OPEN
         packet = self._reader.next_packet()
         if packet is None:
             return
@@ -137,6 +150,11 @@ class LoginPhase(SessionBase):
             )
         )
 
+    def _login_waited(self) -> None:
+        """The login guard's wait is over: read the login that came meanwhile."""
+        self._login_gate = LoginGate.OPEN
+        self.receive_data(b"")
+
     def _authenticated(self, outcome: Outcome) -> None:
         """Act on the password check of a login or a COM_CHANGE_USER."""
         login = self._auth
@@ -149,6 +167,7 @@ class LoginPhase(SessionBase):
         name = login.user.decode("utf-8", "replace")
         if outcome is Outcome.DENIED:
             self.daemon.stats.inc("auth_failures")
+            self.daemon.login_guard.failed(self.peer_host, time.monotonic())
             log.warning("client %s: access denied for user %r", self.peer, name)
             self._login_failed(login.denial(self.peer), login.next_seq)
             return
@@ -171,6 +190,7 @@ class LoginPhase(SessionBase):
             )
             self._login_failed(err, login.next_seq)
             return
+        self.daemon.login_guard.succeeded(self.peer_host)
         if self._change_user:
             self._release_backend(reset=True)
         self.user = name

@@ -21,6 +21,7 @@ from proxyd.protocol.packets import PacketReader, encode_packet
 from proxyd.protocol.response import ResponseTracker
 from proxyd.session.base import State
 from proxyd.session.core import SessionCore
+from proxyd.session.guard import LoginGuard
 from proxyd.session.login import DEFAULT_SERVER_VERSION
 from proxyd.stats import Stats
 
@@ -59,6 +60,8 @@ class Host:
         self.pools = {"app": object()}
         self.accepting = True
         self.paused = False
+        self.login_guard = LoginGuard(3, 1.0, 30.0)
+        self.logins_in_progress = 0
 
     async def wait_unpaused(self) -> None:
         return None

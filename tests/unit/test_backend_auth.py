@@ -27,7 +27,8 @@ from proxyd.protocol.messages import (
 )
 from proxyd.protocol.packets import PacketReader, encode_packet
 from proxyd.protocol.resultset import encode_text_result
-from proxyd.server.connection import ServerAccount, open_backend
+from proxyd.server.account import ServerAccount
+from proxyd.server.connection import open_backend
 
 PASSWORD = b"s3cret-for-sha2"
 SERVER_CAPS = (

@@ -1,0 +1,45 @@
+"""Whom a server connection logs in as, and with which client capabilities: what the
+pools key their connections on, apart from the connection itself (connection.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from proxyd.addresses import Address
+from proxyd.protocol.constants import CLIENT, CLIENT_41_AUTH, MARIADB_CLIENT_EXTENDED_METADATA
+from proxyd.tls import BackendTLSConfig
+
+# What proxyd asks of every server, whatever the client asked of proxyd.
+# MULTI_STATEMENTS is switched per client with COM_SET_OPTION, so it does not split the pool.
+BASE_CAPABILITIES = CLIENT_41_AUTH | CLIENT.LONG_PASSWORD | CLIENT.MULTI_STATEMENTS
+BASE_CAPABILITIES |= CLIENT.SESSION_TRACK | CLIENT.CONNECT_ATTRS
+# Client capabilities that change what a server sends or accepts: a backend is
+# only shared between clients that agree on these (the pool keys on them). A profile
+# holds them, and above bit 32 the MARIADB_PROFILE_CAPABILITIES the client asked for.
+PROFILE_CAPABILITIES = (
+    CLIENT.FOUND_ROWS
+    | CLIENT.DEPRECATE_EOF
+    | CLIENT.LOCAL_FILES
+    | CLIENT.IGNORE_SPACE
+    # Without them the server keeps results from the client (a prepared CALL's OUT
+    # parameters, a procedure's result sets): asking for them anyway would send a client
+    # answers it cannot read.
+    | CLIENT.MULTI_RESULTS
+    | CLIENT.PS_MULTI_RESULTS
+)
+# MariaDB's extended capabilities that proxyd passes on: they change what the server
+# puts in a column definition, never how many packets an answer has.
+MARIADB_PROFILE_CAPABILITIES = MARIADB_CLIENT_EXTENDED_METADATA
+
+
+@dataclass(frozen=True, slots=True)
+class ServerAccount:
+    """Whom a server connection logs in as, and the session it asks for."""
+
+    address: Address
+    user: bytes
+    password: bytes
+    profile: int  # client capabilities that shape answers (see PROFILE_CAPABILITIES)
+    charset: int
+    schema: bytes | None = None
+    tls: BackendTLSConfig | None = None  # backend.tls; None: plaintext
