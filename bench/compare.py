@@ -32,6 +32,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -49,6 +50,7 @@ from bench.idle import IdleRound
 from bench.procfs import cpu_seconds, rss_kib
 from proxyd.protocol.errors import ProtocolError
 from proxyd.protocol.login import LoginRefused
+from tests.support.certs import CertificateAuthority
 from tests.support.mariadb import APP_DATABASE, APP_PASSWORD, APP_USER, MariaDBServer
 from tests.support.processes import free_port, port_accepts, stop_process
 from tests.support.proxy import ProxydProcess
@@ -137,8 +139,18 @@ def sysbench(
         argv += ["--histogram=on"]
     else:
         argv += [f"--threads={min(args.tables, args.threads)}"]
+    if args.tls_dir is not None:
+        # sysbench 1.0 reads client-key.pem, client-cert.pem and cacert.pem from its cwd.
+        argv.append("--mysql-ssl=on")
     argv.append(command)
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120, check=False)
+    proc = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
+        check=False,
+        cwd=args.tls_dir,
+    )
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
         raise SysbenchFailed(f"{' '.join(argv)}\nexited with {proc.returncode}:\n{tail}")
@@ -564,12 +576,20 @@ def run(args: argparse.Namespace) -> int:
         # direct and the relay each bring every client to the server; the margin covers
         # the previous run's connections that the server is still tearing down.
         max_connections += 2 * args.idle_clients + args.idle_pool_size
-    with MariaDBServer({"max_connections": max_connections}) as server:
+    server_options: dict[str, object] = {"max_connections": max_connections}
+    overrides: dict[str, Any] = {}
+    if args.tls:
+        args.tls_dir = tls_files(server_options, overrides, args.backend_tls)
+        say(
+            f"TLS: sysbench to every target; proxyd's backend.tls.mode {args.backend_tls}"
+            " (the relay passes sysbench's TLS through to the server)"
+        )
+    with MariaDBServer(server_options) as server:
         if "idle" in args.workloads:
             granted = int(server.execute("SELECT @@max_connections")[0][0])
             if granted < max_connections:
                 say(f"  MariaDB lowered max_connections to {granted} (open files limit)")
-        overrides = {
+        overrides |= {
             "pool": {
                 "mode": "transaction",
                 "max_size": pool_size,
@@ -616,6 +636,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def tls_files(server_options: dict[str, object], overrides: dict[str, Any], backend: str) -> str:
+    """Certificates for a --tls run: the server's and proxyd's (from one CA), and the files
+    sysbench looks for in its working directory. Returns that directory."""
+    folder = Path(tempfile.mkdtemp(prefix="bench-tls-"))
+    ca = CertificateAuthority(folder / "ca")
+    server = ca.issue("mariadb")
+    proxyd = ca.issue("proxyd")
+    client = ca.issue("client", ("sysbench",), client=True)
+    server_options.update(ssl_cert=server.cert, ssl_key=server.key, ssl_ca=ca.path)
+    overrides["tls"] = {"cert": str(proxyd.cert), "key": str(proxyd.key)}
+    overrides["backend"] = {"tls": {"mode": backend}}
+    shutil.copy(client.key, folder / "client-key.pem")
+    shutil.copy(client.cert, folder / "client-cert.pem")
+    shutil.copy(ca.path, folder / "cacert.pem")
+    return str(folder)
+
+
 def _terminate(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # unwind the with-blocks: the server and proxyd are stopped
 
@@ -638,6 +675,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--other", action="append", default=[], help="NAME=HOST:PORT[@PID]")
     parser.add_argument("--json", action="store_true", help="the table as JSON on stdout")
     parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="sysbench connects to every target with TLS (the server gets certificates)",
+    )
+    parser.add_argument(
+        "--backend-tls",
+        default="preferred",
+        choices=("disabled", "preferred"),
+        help="with --tls: proxyd's backend.tls.mode (disabled: TLS on the client side only)",
+    )
+    parser.add_argument(
         "--plot", metavar="FILE.png", help="bar charts of the results (needs matplotlib)"
     )
     idle_knobs = parser.add_argument_group("the idle workload")
@@ -654,6 +702,7 @@ def main(argv: list[str] | None = None) -> int:
         "--idle-pool-size", type=int, default=20, help="proxyd pool.max_size (default 20)"
     )
     args = parser.parse_args(argv)
+    args.tls_dir = None
     args.workloads = [w for w in args.workloads.split(",") if w]
     if min(args.rounds, args.threads, args.tables, args.table_size) < 1 or args.time <= 0:
         parser.error("--rounds, --time, --threads, --tables and --table-size must be positive")

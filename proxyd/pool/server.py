@@ -33,6 +33,15 @@ DEFAULT_CHARSET = 45  # utf8mb4_general_ci
 DEFAULT_MAX_ALLOWED_PACKET = 64 * 1024 * 1024
 
 
+# The views that name connections by thread id (proxyd/session/identity.py rewrites them).
+_ID_VIEWS = (
+    (b"information_schema", b"PROCESSLIST"),
+    (b"performance_schema", b"threads"),
+    (b"information_schema", b"INNODB_TRX"),
+    (b"information_schema", b"METADATA_LOCK_INFO"),
+)
+
+
 class AcquireError(Exception):
     """No backend could be had; ``err`` is what the client should see."""
 
@@ -54,6 +63,7 @@ class Server:
         # Table name -> its columns, for the views that show thread ids (PROCESSLIST,
         # threads), which proxyd rewrites column by column (proxyd/session/identity.py).
         self.columns: dict[str, tuple[str, ...]] = {}
+        self._columns_learned = False
         self.max_allowed_packet = DEFAULT_MAX_ALLOWED_PACKET  # learned from the server
         self.charset = DEFAULT_CHARSET
         self.mariadb_capabilities = 0  # MariaDB's extended capabilities it offers
@@ -108,7 +118,8 @@ class Server:
             self.max_allowed_packet = conn.max_allowed_packet
         if not self.default_collations:
             await self._learn_collations(conn)
-        if not self.columns:
+        if not self._columns_learned:
+            self._columns_learned = True  # once, whatever the answer
             await self._learn_columns(conn)
         return conn
 
@@ -136,27 +147,25 @@ class Server:
 
     async def _learn_columns(self, conn: BackendConnection) -> None:
         """The columns of the process list views, which differ between servers and
-        versions: a client's SELECT * of them must get what the server would give."""
-        try:
-            rows = await conn.query(
-                b"SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS"
-                b" WHERE (TABLE_SCHEMA = 'information_schema' AND TABLE_NAME = 'PROCESSLIST')"
-                b" OR (TABLE_SCHEMA = 'performance_schema' AND TABLE_NAME = 'threads')"
-                b" OR (TABLE_SCHEMA = 'information_schema'"
-                b" AND TABLE_NAME IN ('INNODB_TRX', 'METADATA_LOCK_INFO'))"
-                b" ORDER BY TABLE_NAME, ORDINAL_POSITION"
-            )
-        except BackendError as exc:
-            if conn.closed:
-                raise
-            log.warning("server %s: cannot read its columns: %s", self.config.address, exc)
-            return
-        if isinstance(rows, list):
-            columns: dict[str, list[str]] = {}
-            for table, column in rows:
-                if table is not None and column is not None:
-                    columns.setdefault(bytes(table).decode(), []).append(bytes(column).decode())
-            self.columns = {table: tuple(names) for table, names in columns.items()}
+        versions: a client's SELECT * of them must get what the server would give. One
+        query per table, each naming it exactly, so that the server opens only that one
+        (an OR over tables makes it open every table of every schema)."""
+        columns: dict[str, tuple[str, ...]] = {}
+        for schema, table in _ID_VIEWS:
+            try:
+                rows = await conn.query(
+                    b"SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = '%s'"
+                    b" AND TABLE_NAME = '%s' ORDER BY ORDINAL_POSITION" % (schema, table)
+                )
+            except BackendError as exc:
+                if conn.closed:
+                    raise
+                log.warning("server %s: cannot read its columns: %s", self.config.address, exc)
+                return
+            if isinstance(rows, list) and rows:
+                names = tuple(bytes(row[0]).decode() for row in rows if row[0] is not None)
+                columns[table.decode()] = names
+        self.columns = columns
 
     def _failed(self, exc: BackendError) -> None:
         self.stats.inc("backend_connect_errors")

@@ -17,7 +17,11 @@ from tests.faults.rawclient import read_packet
 from tests.support.processes import free_port
 from tests.support.proxy import ProxydProcess
 
-GUARD = {"failed_login_threshold": 3, "failed_login_delay": "1s", "failed_login_max_delay": "3s"}
+GUARD = {
+    "failed_login_threshold": 5,
+    "failed_login_delay": "250ms",
+    "failed_login_max_delay": "2s",
+}
 
 
 def _login(proxy: ProxydProcess, password: str, source: str = "127.0.0.1") -> tuple[bool, float]:
@@ -38,21 +42,21 @@ def test_the_tenth_wrong_password_waits_and_another_address_does_not(
     proxy = proxyd({"auth": GUARD, "metrics": {"listen": f"127.0.0.1:{metrics_port}"}})
     outcomes = [_login(proxy, "wrong") for _ in range(10)]
     assert not any(ok for ok, _ in outcomes)
-    assert outcomes[9][1] >= 2.5  # after 9 failures: the 3 s cap
+    assert outcomes[9][1] >= 1.9  # after 9 failures: the 2 s cap
     # Another address is not slowed, and its right password gets in.
     assert _login(proxy, "apppw", source="127.0.0.2") == (True, pytest.approx(0, abs=1.5))
     # The right password from the guessing address waits too (a guesser must not learn
     # early that it was right), then gets in and clears the address.
     ok, waited = _login(proxy, "apppw")
-    assert ok and waited >= 2.5
+    assert ok and waited >= 1.9
     ok, waited = _login(proxy, "apppw")
-    assert ok and waited < 1.0
+    assert ok and waited < 1.5
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
         text = r.read().decode()
     delayed = [
         line for line in text.splitlines() if line.startswith("proxyd_client_logins_delayed_total")
     ]
-    assert delayed and float(delayed[0].split()[-1]) >= 7, delayed
+    assert delayed and float(delayed[0].split()[-1]) >= 5, delayed
     assert "proxyd_client_auth_failures_total 10.0" in text
 
 

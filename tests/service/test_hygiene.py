@@ -80,11 +80,21 @@ def test_one_log_line_per_burst_of_backend_recycling(
     svc = service({"pool": {"min_idle": 5}})
     assert wait_until(lambda: mariadb.count_connections("app") == 5, 10)
     assert mariadb.kill_connections("app") == 5
-    assert wait_until(lambda: "backends recycled:" in svc.proc.log_text(), 5)
+
+    def lines() -> list[str]:
+        return [line for line in svc.proc.log_text().splitlines() if "backends recycled:" in line]
+
+    def recycled() -> int:
+        # killed or server_closed, depending on whether the server's last words arrived.
+        return sum(
+            int(n)
+            for line in lines()
+            for _, n in re.findall(r"(\w+)=(\d+)", line.split("backends recycled:")[1])
+        )
+
+    assert wait_until(lambda: recycled() == 5, 5), lines()
     assert wait_until(lambda: mariadb.count_connections("app") == 5, 10)
-    lines = [line for line in svc.proc.log_text().splitlines() if "backends recycled:" in line]
-    assert len(lines) == 1, lines
-    # killed or server_closed, depending on whether the server's last words arrived.
-    counts = re.findall(r"(\w+)=(\d+)", lines[0].split("backends recycled:")[1])
-    assert sum(int(n) for _, n in counts) == 5, lines[0]
-    assert " INFO " in lines[0]
+    # The summary is written once a second: five KILLs make one line, or two when they
+    # straddle a tick on a busy machine; never one line per connection.
+    assert 1 <= len(lines()) <= 2, lines()
+    assert all(" INFO " in line for line in lines())
