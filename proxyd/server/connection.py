@@ -41,6 +41,7 @@ from proxyd.server.account import (
     ServerAccount,
 )
 from proxyd.server.setup import BackendError, BackendGone, ServerSession
+from proxyd.tls import TLSError, TLSLayer, TLSTransport
 
 log = logging.getLogger("proxyd.backend")
 
@@ -93,6 +94,9 @@ class BackendConnection(ServerSession, asyncio.Protocol):
         self._watchdog: asyncio.TimerHandle | None = None
         self._relay_paused = False  # not reading the server: the client does not keep up
         self.tls_version: str | None = None  # TLSv1.3... once the login switched to TLS
+        self._tls: TLSLayer | None = None
+        self._raw: asyncio.Transport | None = None  # the socket's transport, under TLS
+        self._tls_ready: asyncio.Future[None] | None = None  # the TLS handshake's end
         # KILL QUERY statements sent for this connection's statement and not yet answered:
         # until they are, it goes to no other client (whose statement they would kill).
         self.kills_pending = 0
@@ -205,6 +209,9 @@ class BackendConnection(ServerSession, asyncio.Protocol):
         waiter = self._packet_waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(BackendGone(f"server closed the connection ({reason})"))
+        tls_ready = self._tls_ready
+        if tls_ready is not None and not tls_ready.done():
+            tls_ready.set_exception(BackendGone(f"server closed the connection ({reason})"))
         internal = self._internal
         if internal is not None and not internal.done():
             internal.set_exception(BackendGone(f"server closed the connection ({reason})"))
@@ -345,24 +352,47 @@ class BackendConnection(ServerSession, asyncio.Protocol):
             raise BackendError(f"during login: {exc}") from None
 
     async def _start_tls(self, context: ssl.SSLContext, server_name: str | None) -> None:
-        """Encrypt this connection (after the SSLRequest); never falls back to plaintext."""
-        assert self.transport is not None
+        """Encrypt this connection (after the SSLRequest); never falls back to plaintext.
+        The TLS layer is proxyd's own (proxyd/tls.py), as towards clients."""
+        raw = self.transport
+        assert raw is not None
         address = self.account.address
+        layer = TLSLayer(context, server_side=False, server_hostname=server_name or address.host)
+        self._tls, self._raw = layer, raw
+        self._tls_ready = asyncio.get_running_loop().create_future()
+        self.data_received = self._receive_tls  # type: ignore[method-assign]
+        raw.set_protocol(self)  # the loop keeps data_received from when it was set
         try:
-            transport = await asyncio.get_running_loop().start_tls(
-                self.transport, self, context, server_hostname=server_name or address.host
-            )
-        except ssl.SSLCertVerificationError as exc:
-            raise BackendError(
-                f"TLS to {address}: the server's certificate was refused: {exc.verify_message}"
-            ) from None
-        except (ssl.SSLError, OSError, ConnectionError) as exc:
+            raw.write(layer.start())
+            await self._tls_ready
+        except TLSError as exc:
+            if exc.refused_certificate:
+                raise BackendError(
+                    f"TLS to {address}: the server's certificate was refused: {exc}"
+                ) from None
             raise BackendError(f"TLS to {address} failed: {exc}") from None
-        if transport is None:
-            raise BackendGone(f"TLS to {address}: connection closed during the handshake")
-        self.transport = transport
-        ssl_object = transport.get_extra_info("ssl_object")
-        self.tls_version = ssl_object.version() if ssl_object is not None else "TLS"
+        self.transport = TLSTransport(raw, layer)
+        self.tls_version = layer.ssl_object.version() or "TLS"
+
+    def _receive_tls(self, data: bytes) -> None:
+        layer, ready, raw = self._tls, self._tls_ready, self._raw
+        assert layer is not None and ready is not None and raw is not None
+        try:
+            plain, reply = layer.receive(data)
+        except TLSError as exc:
+            if not ready.done():
+                ready.set_exception(exc)
+            else:
+                self._fail(f"TLS: {exc}")
+            return
+        if reply and not raw.is_closing():
+            raw.write(reply)
+        if layer.handshaken and not ready.done():
+            ready.set_result(None)
+        if plain:
+            BackendConnection.data_received(self, plain)
+        if layer.closed:
+            self.close("server_closed")
 
     # -- proxyd's own commands ---------------------------------------------------
 
