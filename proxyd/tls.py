@@ -52,12 +52,7 @@ def parse_tls(top: Section, config_dir: str) -> TLSConfig:
     if top.data.get("tls") is None:
         return TLSConfig()
     section = top.section("tls", TLS_KEYS)
-
-    def path(name: str) -> str | None:
-        value = section.get(name, string, None)
-        return None if value is None else os.path.join(config_dir, os.path.expanduser(value))
-
-    cert, key, ca = path("cert"), path("key"), path("ca")
+    cert, key, ca = (_path(section, name, config_dir) for name in ("cert", "key", "ca"))
     mode = section.get("mode", choice(TLS_MODES), "allow" if cert else "disabled")
     if mode == "disabled":
         return TLSConfig(mode, cert, key, ca)
@@ -267,13 +262,8 @@ class BackendTLSConfig:
 
 def parse_backend_tls(backend: Section, config_dir: str) -> BackendTLSConfig:
     section = backend.section("tls", BACKEND_TLS_KEYS)
-
-    def path(name: str) -> str | None:
-        value = section.get(name, string, None)
-        return None if value is None else os.path.join(config_dir, os.path.expanduser(value))
-
     mode = section.get("mode", choice(BACKEND_TLS_MODES), "preferred")
-    ca, cert, key = path("ca"), path("cert"), path("key")
+    ca, cert, key = (_path(section, name, config_dir) for name in ("ca", "cert", "key"))
     server_name = section.get("server_name", string, None)
     if mode == "disabled":
         return BackendTLSConfig(mode, ca, cert, key, server_name)
@@ -305,6 +295,12 @@ def parse_backend_tls(backend: Section, config_dir: str) -> BackendTLSConfig:
     elif key is not None:
         raise section.error("key", "given without backend.tls.cert")
     return BackendTLSConfig(mode, ca, cert, key, server_name, context)
+
+
+def _path(section: Section, name: str, config_dir: str) -> str | None:
+    """A file named in the section; relative to the config file's directory."""
+    value = section.get(name, string, None)
+    return None if value is None else os.path.join(config_dir, os.path.expanduser(value))
 
 
 def _readable(section: Section, name: str, file: str) -> None:
