@@ -4,9 +4,11 @@ ServerLogin is the server side: checking a client's password.
 
 proxyd plays the server twice, for applications (frontend) and for operators
 (admin console), and both check passwords the same way: the scramble answer
-of mysql_native_password, or the fast path of caching_sha2_password (proxyd
-knows the password, so a fast-path answer can always be checked), and an
-AuthSwitchRequest to mysql_native_password for any other plugin. ServerLogin
+of mysql_native_password (the password or only its stored hash suffices);
+caching_sha2_password's fast path when proxyd knows the password, else its full path
+(the password in clear inside TLS, or RSA-encrypted with proxyd's key without TLS);
+mysql_clear_password only inside TLS; and an AuthSwitchRequest to
+mysql_native_password for any other plugin. ServerLogin
 holds that exchange; the caller writes what ``take_output`` returns and then
 its own OK or ERR with sequence id ``next_seq``. ClientLogin is proxyd logging in to
 a server (see its docstring).
@@ -16,9 +18,11 @@ https://dev.mysql.com/doc/dev/mysql-server/latest/page_protocol_connection_phase
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import Callable
+from typing import Any
 
-from proxyd.protocol import auth
+from proxyd.protocol import auth, ed25519
 from proxyd.protocol.constants import CLIENT, CLIENT_MYSQL
 from proxyd.protocol.errors import ProtocolError
 from proxyd.protocol.messages import (
@@ -37,7 +41,9 @@ from proxyd.protocol.messages import (
 from proxyd.protocol.packets import encode_packet
 
 ER_ACCESS_DENIED = 1045
-_NO_PASSWORD = b"\x00no such user"  # compared anyway, so a wrong user costs the same time
+ER_SECURE_TRANSPORT_REQUIRED = 3159
+# Compared anyway, so that a wrong user costs the time of a wrong password.
+_NO_SUCH_USER = auth.Credentials.of(b"\x00no such user")
 
 
 class Outcome(enum.Enum):
@@ -47,16 +53,35 @@ class Outcome(enum.Enum):
 
 
 class ServerLogin:
-    def __init__(self, password_for: Callable[[bytes], bytes | None]) -> None:
+    """The server side; see the module docstring. ``credentials_for(user)`` gives what
+    proxyd knows of the account's password (Credentials, or the password itself), or
+    None. The session sets ``secure`` once TLS is up, and ``rsa_key`` is a callable
+    giving proxyd's RSA private key (for caching_sha2_password's full path without TLS).
+    After ACCEPTED, ``password_sha1`` is SHA1(password) (what a native login to the
+    server needs) and ``password`` the password itself when the exchange revealed it."""
+
+    def __init__(
+        self,
+        credentials_for: Callable[[bytes], auth.Credentials | bytes | None],
+        rsa_key: Callable[[], Any] | None = None,
+    ) -> None:
         self.scramble = auth.new_scramble()
-        self.password_for = password_for
+        self.credentials_for = credentials_for
+        self.rsa_key = rsa_key
+        self.secure = False
         self.user = b""
         self.used_password = False  # for "Access denied ... (using password: YES|NO)"
         self.next_seq = 0
+        self.password: bytes | None = None
+        self.password_sha1: bytes | None = None
+        self.reason: tuple[int, str, bytes] | None = None  # a DENIED that is not 1045
+        self._stage = _Stage.NATIVE_SWITCH
         self._out: list[tuple[bytes, int]] = []
 
     def denial(self, peer: str) -> bytes:
         """The ERR for a DENIED outcome, worded as the server words it (1045, 28000)."""
+        if self.reason is not None:
+            return build_err(*self.reason)
         host = peer.rsplit(":", 1)[0]
         name = self.user.decode("utf-8", "replace")
         used = "YES" if self.used_password else "NO"
@@ -79,33 +104,127 @@ class ServerLogin:
     def begin(self, user: bytes, plugin: bytes | None, response: bytes, seq: int) -> Outcome:
         """The client's first answer (HandshakeResponse41 or COM_CHANGE_USER), at ``seq``."""
         self.user = user
+        self.password = self.password_sha1 = None
+        self.reason = None
         plugin = plugin or auth.NATIVE_PASSWORD
-        if plugin in (auth.NATIVE_PASSWORD, auth.CACHING_SHA2_PASSWORD):
-            return self._check(plugin, response, seq)
+        if plugin == auth.NATIVE_PASSWORD:
+            return self._check_native(response, seq)
+        if plugin == auth.CACHING_SHA2_PASSWORD:
+            if not response:
+                # Some clients (MariaDB Connector/C) send nothing for a plugin the
+                # greeting did not name: ask for an answer to a scramble of that plugin.
+                self.scramble = auth.new_scramble()
+                self._stage = _Stage.SHA2_SWITCH
+                return self._ask(build_auth_switch_request(plugin, self.scramble), seq)
+            return self._caching_sha2(response, seq)
+        if plugin == auth.CLEAR_PASSWORD:
+            if not self.secure:
+                self.next_seq = seq + 1
+                self.used_password = bool(response)
+                self.reason = (
+                    ER_SECURE_TRANSPORT_REQUIRED,
+                    "proxyd: mysql_clear_password is only accepted over TLS; connect with"
+                    " TLS or use mysql_native_password or caching_sha2_password",
+                    b"HY000",
+                )
+                return Outcome.DENIED
+            return self._check_cleartext(response.rstrip(b"\x00"), seq)
         # A plugin we cannot check: ask for one we can, with a fresh scramble.
         self.scramble = auth.new_scramble()
-        self._out.append((build_auth_switch_request(auth.NATIVE_PASSWORD, self.scramble), seq + 1))
-        return Outcome.SWITCHING
+        self._stage = _Stage.NATIVE_SWITCH
+        return self._ask(build_auth_switch_request(auth.NATIVE_PASSWORD, self.scramble), seq)
 
     def switched(self, response: bytes, seq: int) -> Outcome:
-        """The client's answer to the AuthSwitchRequest."""
-        return self._check(auth.NATIVE_PASSWORD, response, seq)
-
-    def _check(self, plugin: bytes, response: bytes, seq: int) -> Outcome:
-        self.used_password = bool(response)
-        known = self.password_for(self.user)
-        password = _NO_PASSWORD if known is None else known
-        if plugin == auth.CACHING_SHA2_PASSWORD:
-            ok = auth.check_caching_sha2(response, self.scramble, password)
-        else:
-            ok = auth.check_native(response, self.scramble, password)
+        """The client's next answer (to an AuthSwitchRequest or an AuthMoreData)."""
+        if self._stage is _Stage.NATIVE_SWITCH:
+            return self._check_native(response, seq)
+        if self._stage is _Stage.SHA2_RSA:
+            return self._check_rsa(response, seq)
+        if self._stage is _Stage.SHA2_SWITCH:
+            return self._caching_sha2(response, seq)
+        # SHA2_FULL: the password in clear inside TLS, or a request for the RSA key.
+        if self.secure:
+            return self._check_cleartext(response.rstrip(b"\x00"), seq)
+        if response == auth.SHA2_REQUEST_PUBLIC_KEY and self.rsa_key is not None:
+            self._stage = _Stage.SHA2_RSA
+            return self._ask(build_auth_more_data(auth.rsa_public_pem(self.rsa_key())), seq)
+        if len(response) >= 128 and self.rsa_key is not None:  # encrypted with a known key
+            return self._check_rsa(response, seq)
         self.next_seq = seq + 1
-        if not ok or known is None:
+        self.used_password = True
+        return Outcome.DENIED  # a password in clear over plaintext is never accepted
+
+    def _caching_sha2(self, response: bytes, seq: int) -> Outcome:
+        credentials = self._credentials()
+        if credentials is not None and credentials.password is not None and response:
+            return self._check_sha2_fast(credentials, response, seq)
+        if not response:  # the empty password: nothing to protect, no full path
+            return self._check_cleartext(b"", seq)
+        # Only the native hash is known (or no such user): the password itself is
+        # needed, as when a server's cache is cold.
+        self._stage = _Stage.SHA2_FULL
+        return self._ask(build_auth_more_data(auth.SHA2_PERFORM_FULL_AUTH), seq)
+
+    def _ask(self, payload: bytes, seq: int) -> Outcome:
+        self._out.append((payload, seq + 1))
+        return Outcome.SWITCHING
+
+    def _credentials(self) -> auth.Credentials | None:
+        known = self.credentials_for(self.user)
+        if isinstance(known, bytes):
+            return auth.Credentials.of(known)
+        return known
+
+    def _check_native(self, response: bytes, seq: int) -> Outcome:
+        self.used_password = bool(response)
+        self.next_seq = seq + 1
+        known = self._credentials()
+        checked = (known or _NO_SUCH_USER).check_native(response, self.scramble)
+        if checked is None or known is None:
             return Outcome.DENIED
-        if plugin == auth.CACHING_SHA2_PASSWORD:
-            self._out.append((build_auth_more_data(auth.SHA2_FAST_AUTH_OK), self.next_seq))
-            self.next_seq += 1
+        self.password_sha1 = checked
+        self.password = known.password
         return Outcome.ACCEPTED
+
+    def _check_sha2_fast(self, known: auth.Credentials, response: bytes, seq: int) -> Outcome:
+        assert known.password is not None
+        self.used_password = True
+        self.next_seq = seq + 1
+        if not auth.check_caching_sha2(response, self.scramble, known.password):
+            return Outcome.DENIED
+        self._out.append((build_auth_more_data(auth.SHA2_FAST_AUTH_OK), self.next_seq))
+        self.next_seq += 1
+        return self._accept_password(known.password)
+
+    def _check_rsa(self, response: bytes, seq: int) -> Outcome:
+        assert self.rsa_key is not None
+        try:
+            password = auth.rsa_decrypt_password(response, self.scramble, self.rsa_key())
+        except ValueError:
+            self.next_seq = seq + 1
+            self.used_password = True
+            return Outcome.DENIED
+        return self._check_cleartext(password, seq)
+
+    def _check_cleartext(self, password: bytes, seq: int) -> Outcome:
+        self.used_password = bool(password)
+        self.next_seq = seq + 1
+        known = self._credentials()
+        if not (known or _NO_SUCH_USER).check_cleartext(password) or known is None:
+            return Outcome.DENIED
+        return self._accept_password(password)
+
+    def _accept_password(self, password: bytes) -> Outcome:
+        self.password = password
+        self.password_sha1 = hashlib.sha1(password).digest() if password else b""
+        return Outcome.ACCEPTED
+
+
+class _Stage(enum.Enum):
+    NATIVE_SWITCH = "native"  # the answer to an AuthSwitchRequest to mysql_native_password
+    SHA2_SWITCH = "sha2 switch"  # caching_sha2_password's answer to a scramble of its own
+    SHA2_FULL = "sha2 full"  # caching_sha2_password after "perform full authentication"
+    SHA2_RSA = "sha2 rsa"  # ... after proxyd sent its RSA public key
 
 
 class LoginRefused(Exception):
@@ -123,8 +242,8 @@ class ClientLogin:
     to send; ``receive()`` takes each packet after it and returns what to send next
     (nothing, or one payload, perhaps empty), until ``done`` once the server said OK.
     Either raises LoginRefused (an ERR, a plugin proxyd cannot speak) or ProtocolError.
-    Auth switch and both caching_sha2_password paths (fast, and full with the server's
-    RSA key) are handled.
+    Auth switch, both caching_sha2_password paths (fast, and full with the server's
+    RSA key) and MariaDB's client_ed25519 are handled.
     """
 
     def __init__(
@@ -137,8 +256,12 @@ class ClientLogin:
         mariadb_capabilities: int = 0,
         connect_attrs: dict[bytes, bytes] | None = None,
         tls: str = "disabled",
+        password_sha1: bytes | None = None,
     ) -> None:
         self.user = user
+        # Set when only SHA1(password) is known (an account read from the server, or a
+        # password_hash): enough for mysql_native_password, for no other plugin.
+        self._password_sha1 = password_sha1
         self._tls = tls  # disabled | preferred (when offered) | required
         self.tls = False  # agreed: greeting() returned an SSLRequest; response() follows
         self._response = b""
@@ -239,7 +362,21 @@ class ClientLogin:
 
     def _auth_response(self) -> bytes:
         if self._plugin == auth.NATIVE_PASSWORD:
+            if self._password_sha1 is not None:
+                if not self._password_sha1:
+                    return b""
+                return auth.scramble_native_from_sha1(self._password_sha1, self._scramble)
             return auth.scramble_native(self._password, self._scramble)
+        if self._password_sha1 is not None:
+            raise LoginRefused(
+                f"the server asks for auth plugin {self._plugin.decode(errors='replace')},"
+                " but proxyd knows only this account's mysql_native_password hash: give the"
+                " account a mysql_native_password password on the server, or its password"
+                " in users:"
+            )
+        if self._plugin == auth.ED25519:
+            # 32 random bytes; a last NUL byte was taken for the packet's terminator.
+            return ed25519.sign(self._password, self._scramble[:32].ljust(32, b"\x00"))
         if self._plugin == auth.CACHING_SHA2_PASSWORD:
             return auth.scramble_caching_sha2(self._password, self._scramble)
         raise LoginRefused(

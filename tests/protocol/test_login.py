@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 from pymysql._auth import scramble_caching_sha2, scramble_native_password
 
@@ -183,3 +185,112 @@ def test_client_login_caching_sha2_full_auth_over_tls_sends_the_password() -> No
     login = ClientLogin(b"app", b"apppw", 45, None, SERVER_CAPS, tls="required")
     login.greeting(_tls_greeting(auth.CACHING_SHA2_PASSWORD))
     assert login.receive(b"\x01" + auth.SHA2_PERFORM_FULL_AUTH) == [b"apppw\x00"]
+
+
+# -- what proxyd knows of a password: the password, or only the server's native hash ------
+
+# mysql.user's authentication_string for IDENTIFIED BY 'apppw' is "*" + SHA1(SHA1('apppw')).
+HASHED = {b"app": auth.Credentials.of_hash(hashlib.sha1(hashlib.sha1(b"apppw").digest()).digest())}
+_RSA_KEY = auth.generate_rsa_key()
+
+
+def _hashed_login(secure: bool = False) -> ServerLogin:
+    login = ServerLogin(HASHED.get, lambda: _RSA_KEY)
+    login.secure = secure
+    return login
+
+
+def test_native_hash_from_the_server_checks_the_answer_and_yields_sha1_of_the_password() -> None:
+    login = _hashed_login()
+    answer = scramble_native_password(b"apppw", login.scramble)
+    assert login.begin(b"app", auth.NATIVE_PASSWORD, answer, 1) is Outcome.ACCEPTED
+    assert login.password_sha1 == hashlib.sha1(b"apppw").digest()
+    assert login.password is None  # never learned
+    wrong = _hashed_login()
+    bad = scramble_native_password(b"apppx", wrong.scramble)
+    assert wrong.begin(b"app", auth.NATIVE_PASSWORD, bad, 1) is Outcome.DENIED
+
+
+def test_client_login_with_sha1_of_the_password_answers_as_the_password_would() -> None:
+    login = ClientLogin(
+        b"app", b"", 45, None, SERVER_CAPS, password_sha1=hashlib.sha1(b"apppw").digest()
+    )
+    response = parse_handshake_response(login.greeting(_greeting()))
+    assert response.auth_response == scramble_native_password(b"apppw", SCRAMBLE)
+    # A plugin that needs the password itself is refused with a message saying what to do.
+    sha2 = ClientLogin(b"app", b"", 45, None, SERVER_CAPS, password_sha1=b"\x01" * 20)
+    with pytest.raises(LoginRefused, match="mysql_native_password hash"):
+        sha2.greeting(_greeting(plugin=auth.CACHING_SHA2_PASSWORD))
+
+
+def test_caching_sha2_full_path_inside_tls_takes_the_password_in_clear() -> None:
+    login = _hashed_login(secure=True)
+    answer = scramble_caching_sha2(b"apppw", login.scramble)
+    assert login.begin(b"app", auth.CACHING_SHA2_PASSWORD, answer, 1) is Outcome.SWITCHING
+    assert login.take_output() == [(b"\x01\x04", 2)]  # perform full authentication
+    assert login.switched(b"apppw\x00", 3) is Outcome.ACCEPTED
+    assert login.next_seq == 4 and login.password == b"apppw"
+    wrong = _hashed_login(secure=True)
+    wrong.begin(b"app", auth.CACHING_SHA2_PASSWORD, answer, 1)
+    assert wrong.switched(b"apppx\x00", 3) is Outcome.DENIED
+
+
+def test_caching_sha2_full_path_without_tls_uses_proxyds_rsa_key() -> None:
+    from pymysql._auth import sha2_rsa_encrypt
+
+    login = _hashed_login()
+    answer = scramble_caching_sha2(b"apppw", login.scramble)
+    assert login.begin(b"app", auth.CACHING_SHA2_PASSWORD, answer, 1) is Outcome.SWITCHING
+    login.take_output()
+    # The password in clear over plaintext is never accepted, even when right.
+    clear = _hashed_login()
+    clear.begin(b"app", auth.CACHING_SHA2_PASSWORD, answer, 1)
+    assert clear.switched(b"apppw\x00", 3) is Outcome.DENIED
+    # The client asks for the public key (0x02), then sends the password encrypted with it.
+    assert login.switched(b"\x02", 3) is Outcome.SWITCHING
+    [(payload, seq)] = login.take_output()
+    assert seq == 4 and payload.startswith(b"\x01-----BEGIN PUBLIC KEY-----")
+    encrypted = sha2_rsa_encrypt(b"apppw", login.scramble, payload[1:])
+    assert login.switched(encrypted, 5) is Outcome.ACCEPTED
+    assert login.next_seq == 6 and login.password == b"apppw"
+
+
+def test_clear_password_only_inside_tls() -> None:
+    plain = _hashed_login()
+    assert plain.begin(b"app", auth.CLEAR_PASSWORD, b"apppw\x00", 1) is Outcome.DENIED
+    err = plain.denial("10.0.0.1:5000")
+    assert b"only accepted over TLS" in err and int.from_bytes(err[1:3], "little") == 3159
+    secure = _hashed_login(secure=True)
+    assert secure.begin(b"app", auth.CLEAR_PASSWORD, b"apppw\x00", 1) is Outcome.ACCEPTED
+    wrong = _hashed_login(secure=True)
+    assert wrong.begin(b"app", auth.CLEAR_PASSWORD, b"nope\x00", 1) is Outcome.DENIED
+
+
+def test_ed25519_matches_rfc_8032_and_mariadbs_stored_key() -> None:
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from proxyd.protocol import ed25519
+
+    # RFC 8032 7.1, test 1: with a 32-byte "password" the key is the RFC's.
+    seed = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+    assert ed25519.public_key(seed).hex().startswith("d75a980182b10ab7d54bfed3c964073a")
+    # What MariaDB stored for CREATE USER ... IDENTIFIED VIA ed25519 USING PASSWORD('secret').
+    stored = "ZIgUREUg5PVgQ6LskhXmO+eZLS0nC8be6HPjYWR4YJY"
+    assert base64.b64encode(ed25519.public_key(b"secret")).decode().rstrip("=") == stored
+    scramble = bytes(range(32))
+    signature = ed25519.sign(b"secret", scramble)
+    Ed25519PublicKey.from_public_bytes(ed25519.public_key(b"secret")).verify(signature, scramble)
+
+
+def test_client_login_answers_client_ed25519_with_a_signature() -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from proxyd.protocol import ed25519
+
+    login = _client(password=b"secret")
+    login.greeting(_greeting())
+    scramble = bytes(range(32))
+    [signature] = login.receive(build_auth_switch_request(auth.ED25519, scramble))
+    Ed25519PublicKey.from_public_bytes(ed25519.public_key(b"secret")).verify(signature, scramble)
