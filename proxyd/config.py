@@ -32,6 +32,7 @@ from proxyd.config_fields import (
     resolve_secret,
     string,
 )
+from proxyd.protocol import auth
 from proxyd.tls import BackendTLSConfig, TLSConfig, parse_backend_tls, parse_tls
 
 __all__ = [
@@ -82,11 +83,30 @@ class UserConfig:
     """One entry of ``users:``: how a client logs in, and as whom proxyd logs in for it."""
 
     name: str
-    password: str = field(repr=False)
+    password: str = field(repr=False)  # "" when only password_hash is known
     backend_user: str
-    backend_password: str = field(repr=False)
+    # None: proxyd logs in to the server with what a client's login reveals, SHA1(password)
+    # (a password_hash user without backend_password, an account read from the server).
+    backend_password: str | None = field(repr=False)
     max_connections: int  # 0: unlimited
     require_tls: bool = False  # refuse this user over plaintext
+    password_hash: bytes | None = field(default=None, repr=False)  # SHA1(SHA1(password))
+    from_server: bool = False  # read from the server (users_from_server), not users:
+
+    def credentials(self) -> auth.Credentials:
+        if self.password_hash is not None:
+            return auth.Credentials.of_hash(self.password_hash)
+        return auth.Credentials.of(self.password.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class UsersFromServerConfig:
+    """The ``users_from_server:`` section: accounts not in ``users:`` are read from the
+    server's mysql.user with this lookup account, cached for ``refresh`` seconds."""
+
+    user: str
+    password: str = field(repr=False)
+    refresh: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +129,8 @@ class AuthConfig:
     failed_login_delay: float = 1.0  # 0: no delay
     failed_login_max_delay: float = 30.0
     max_logins_in_progress: int = 1000
+    rsa_key_file: str | None = None  # None: a key pair generated at start
+    rsa_key: Any = field(default=None, repr=False, compare=False)  # the loaded private key
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +173,7 @@ class Config:
     listen: tuple[ListenAddress, ...]
     backend: BackendConfig
     users: dict[str, UserConfig]
+    users_from_server: UsersFromServerConfig | None
     pool: PoolConfig
     retry: RetryConfig
     admin: AdminConfig | None
@@ -169,6 +192,7 @@ _TOP_KEYS = (
     "listen",
     "backend",
     "users",
+    "users_from_server",
     "pool",
     "max_client_connections",
     "client_login_timeout",
@@ -193,6 +217,7 @@ _USER_KEYS = (
     "password",
     "password_env",
     "password_file",
+    "password_hash",
     "backend_user",
     "backend_password",
     "backend_password_env",
@@ -207,7 +232,9 @@ _AUTH_KEYS = (
     "failed_login_delay",
     "failed_login_max_delay",
     "max_logins_in_progress",
+    "rsa_key",
 )
+_USERS_FROM_SERVER_KEYS = ("user", "password", "password_env", "password_file", "refresh")
 _ADMIN_KEYS = ("listen", "user", "password", "password_env", "password_file")
 _METRICS_KEYS = ("listen",)
 _LOG_KEYS = ("level", "format")
@@ -232,7 +259,15 @@ def parse_config(data: object, path: str) -> Config:
 
     listen = _parse_listen(top)
     backend = _parse_backend(top.section("backend", _BACKEND_KEYS), config_dir)
-    users = _parse_users(top, config_dir)
+    users_from_server = None
+    if top.data.get("users_from_server") is not None:
+        section = top.section("users_from_server", _USERS_FROM_SERVER_KEYS)
+        users_from_server = UsersFromServerConfig(
+            user=section.get("user", string),
+            password=required_secret(section, "password", config_dir),
+            refresh=section.get("refresh", positive_duration, 60.0),
+        )
+    users = _parse_users(top, config_dir, users_from_server is not None)
     pool = _parse_pool(top.section("pool", _POOL_KEYS))
 
     retry_section = top.section("retry", _RETRY_KEYS)
@@ -270,6 +305,7 @@ def parse_config(data: object, path: str) -> Config:
         failed_login_delay=auth_section.get("failed_login_delay", parse_duration, 1.0),
         failed_login_max_delay=auth_section.get("failed_login_max_delay", parse_duration, 30.0),
         max_logins_in_progress=auth_section.get("max_logins_in_progress", integer(1), 1000),
+        **_rsa_key(auth_section, config_dir),
     )
     _check_listeners_distinct(path, listen, admin, metrics)
 
@@ -278,6 +314,7 @@ def parse_config(data: object, path: str) -> Config:
         listen=listen,
         backend=backend,
         users=users,
+        users_from_server=users_from_server,
         pool=pool,
         retry=retry,
         admin=admin,
@@ -320,12 +357,24 @@ def _parse_backend(section: Section, config_dir: str) -> BackendConfig:
     )
 
 
-def _parse_users(top: Section, config_dir: str) -> dict[str, UserConfig]:
-    raw = top.get("users", lambda value: value)
+def _rsa_key(section: Section, config_dir: str) -> dict[str, Any]:
+    if not section.has("rsa_key"):
+        return {}
+    path = os.path.join(config_dir, os.path.expanduser(section.get("rsa_key", string)))
+    try:
+        with open(path, "rb") as f:
+            key = auth.load_rsa_key(f.read())
+    except (OSError, ValueError, TypeError) as e:
+        raise section.error("rsa_key", f"cannot use {path} as an RSA private key: {e}") from None
+    return {"rsa_key_file": path, "rsa_key": key}
+
+
+def _parse_users(top: Section, config_dir: str, from_server: bool) -> dict[str, UserConfig]:
+    raw = top.get("users", lambda value: value) if top.has("users") or not from_server else []
     if not isinstance(raw, list):
         raise top.error("users", f"expected a list of users, got {describe(raw)}")
-    if not raw:
-        raise top.error("users", "must list at least one user")
+    if not raw and not from_server:
+        raise top.error("users", "must list at least one user (or set users_from_server)")
     users: dict[str, UserConfig] = {}
     first_index: dict[str, int] = {}
     for index, item in enumerate(raw):
@@ -335,18 +384,40 @@ def _parse_users(top: Section, config_dir: str) -> dict[str, UserConfig]:
             raise section.error(
                 "name", f"duplicate user {name!r} (also users[{first_index[name]}])"
             )
-        password = required_secret(section, "password", config_dir)
+        password_hash = None
+        if section.has("password_hash"):
+            if resolve_secret(section, "password", config_dir) is not None:
+                raise section.error("password_hash", "set either password or password_hash")
+            password_hash = section.get("password_hash", _native_hash)
+            password = ""
+        else:
+            password = required_secret(section, "password", config_dir)
         backend_password = resolve_secret(section, "backend_password", config_dir)
+        if backend_password is None and password_hash is None:
+            backend_password = password
         users[name] = UserConfig(
             name=name,
             password=password,
             backend_user=section.get("backend_user", string, name),
-            backend_password=password if backend_password is None else backend_password,
+            backend_password=backend_password,
             max_connections=section.get("max_connections", integer(0), 0),
             require_tls=section.get("require_tls", boolean, False),
+            password_hash=password_hash,
         )
         first_index[name] = index
     return users
+
+
+def _native_hash(value: object) -> bytes:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {describe(value)}")
+    try:
+        return auth.parse_native_hash(value) if value else b""
+    except ValueError:
+        raise ValueError(
+            "expected '*' followed by 40 hex digits (mysql.user's authentication_string"
+            " of a mysql_native_password account), or '' for no password"
+        ) from None
 
 
 def _parse_pool(section: Section) -> PoolConfig:
@@ -423,6 +494,13 @@ def redacted(config: Config) -> dict[str, Any]:
             }
             for user in config.users.values()
         ],
+        "users_from_server": None
+        if config.users_from_server is None
+        else {
+            "user": config.users_from_server.user,
+            "password": REDACTED,
+            "refresh": config.users_from_server.refresh,
+        },
         "pool": {
             "mode": config.pool.mode,
             "max_size": config.pool.max_size,
@@ -445,6 +523,7 @@ def redacted(config: Config) -> dict[str, Any]:
             "failed_login_delay": config.auth.failed_login_delay,
             "failed_login_max_delay": config.auth.failed_login_max_delay,
             "max_logins_in_progress": config.auth.max_logins_in_progress,
+            "rsa_key": config.auth.rsa_key_file,
         },
         "tls": {
             "mode": config.tls.mode,
@@ -493,7 +572,7 @@ def world_readable_secrets(path: str | os.PathLike[str]) -> bool:
         return False
     if not isinstance(data, dict):
         return False
-    holders: list[object] = [data.get("admin")]
+    holders: list[object] = [data.get("admin"), data.get("users_from_server")]
     users = data.get("users")
     if isinstance(users, list):
         holders.extend(users)

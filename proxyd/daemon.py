@@ -41,6 +41,7 @@ from proxyd.config import (
     Config,
     ConfigError,
     PoolConfig,
+    UserConfig,
     load_config,
     secrets_warning,
     world_readable_secrets,
@@ -50,6 +51,8 @@ from proxyd.listeners import ADMIN, CLIENT, METRICS, Listeners
 from proxyd.logs import reconfigure
 from proxyd.metrics import DaemonCollector, MetricsHTTP
 from proxyd.pool import Pool, Server
+from proxyd.pool.accounts import AccountLookup, Found
+from proxyd.protocol import auth
 from proxyd.registry import PoolSummary, ReloadResult
 from proxyd.reload import apply_backend, apply_users, config_changes
 from proxyd.sdnotify import Notifier
@@ -69,6 +72,11 @@ class Daemon:
             name: Pool(user, config.pool, self.server, self.stats)
             for name, user in config.users.items()
         }
+        # Pools of accounts read from the server (users_from_server), made at first login.
+        self.server_pools: dict[str, Pool] = {}
+        self.accounts = self._account_lookup(config)
+        # caching_sha2_password's full path without TLS: auth.rsa_key, or one made now.
+        self.rsa_key = config.auth.rsa_key or auth.generate_rsa_key()
         self.sessions: set[ClientSession] = set()
         self.logins_in_progress = 0  # client connections not logged in yet
         self.login_guard = LoginGuard(
@@ -116,6 +124,48 @@ class Daemon:
         finally:
             self._held -= 1
 
+    # -- accounts --------------------------------------------------------------------
+
+    def _account_lookup(self, config: Config) -> AccountLookup | None:
+        if config.users_from_server is None:
+            return None
+        return AccountLookup(config.users_from_server, lambda: self.server)
+
+    def user_config(self, name: str) -> UserConfig | None:
+        """The account a client logs in as: from ``users:``, else as last read from the
+        server (users_from_server)."""
+        user = self.config.users.get(name)
+        if user is None and self.accounts is not None:
+            user = self.accounts.known(name)
+        return user
+
+    def pool_for(self, user: UserConfig) -> Pool:
+        if not user.from_server:
+            return self.pools[user.name]
+        pool = self.server_pools.get(user.name)
+        if pool is None:
+            pool = self.server_pools[user.name] = Pool(
+                user, self._pool_config(), self.server, self.stats
+            )
+            pool.start()
+        return pool
+
+    def account_read(self, name: str, found: Found) -> None:
+        """A lookup's answer: a dropped account's pool goes, a new password drains it."""
+        pool = self.server_pools.get(name)
+        if pool is None or found.user == pool.user:
+            return
+        if found.user is None:
+            del self.server_pools[name]
+            self.removed_pools.append(pool)
+            log.info("account %s is gone from the server: its idle backends are closed", name)
+        else:
+            pool.user = found.user
+            pool.password_sha1 = None  # the next client's login gives the new one
+            log.info("account %s changed its password on the server", name)
+        pool.drain_before = time.monotonic()
+        self.upkeep.sweep(pool)
+
     # -- serving -----------------------------------------------------------------------
 
     async def serve(self) -> int:
@@ -146,13 +196,15 @@ class Daemon:
     async def _warm_up(self) -> None:
         """Open min_idle connections per pool (and learn the server's version) before
         greeting the first client; wait no longer than backend.connect_timeout."""
-        first = next(iter(self.pools.values()))
-        if first.config.min_idle == 0:
-            first._spawn(0)
+        pools = [pool for pool in self.pools.values() if pool.can_connect]
+        if pools and pools[0].config.min_idle == 0:
+            pools[0]._spawn(0)
+        elif not pools and self.accounts is not None:
+            self._spawn_task(self.accounts.warm())
         deadline = time.monotonic() + self.config.backend.connect_timeout
         while time.monotonic() < deadline and not self._stop.is_set():
             if self.server.version is not None and all(
-                len(pool.conns) >= pool.config.min_idle for pool in self.pools.values()
+                len(pool.conns) >= pool.config.min_idle for pool in pools
             ):
                 return
             if self.server.failures and not self.server.up:
@@ -233,6 +285,12 @@ class Daemon:
             self.server, self.all_pools(), old.backend, new.backend, self.stats
         )
         self.config = new
+        if new.users_from_server != old.users_from_server:
+            if self.accounts is not None:
+                self.accounts.close()
+            self.accounts = self._account_lookup(new)
+        if new.auth.rsa_key_file != old.auth.rsa_key_file:
+            self.rsa_key = new.auth.rsa_key or auth.generate_rsa_key()
         self.login_guard.configure(
             new.auth.failed_login_threshold,
             new.auth.failed_login_delay,
@@ -323,7 +381,7 @@ class Daemon:
         return True
 
     def all_pools(self) -> list[Pool]:
-        return [*self.pools.values(), *self.removed_pools]
+        return [*self.pools.values(), *self.server_pools.values(), *self.removed_pools]
 
     def clients_of(self, pool: Pool) -> int:
         return sum(1 for s in self.sessions if s.pool is pool)
@@ -352,7 +410,11 @@ class Daemon:
             return False, "starting"
         if self.paused:
             return False, "paused"
-        cold = [p.name for p in self.pools.values() if len(p.conns) < p.config.min_idle]
+        cold = [
+            p.name
+            for p in self.pools.values()
+            if p.can_connect and len(p.conns) < p.config.min_idle
+        ]
         if cold:
             return False, f"pools below min_idle: {', '.join(cold)}"
         return True, "ready"
@@ -428,6 +490,8 @@ class Daemon:
     async def _close_everything(self) -> None:
         for session in list(self.sessions):
             session.goodbye()
+        if self.accounts is not None:
+            self.accounts.close()
         for pool in self.all_pools():
             await close_pool(pool)
         self.listeners.close_all()

@@ -275,6 +275,16 @@ class ClientSession(SessionCore, asyncio.Protocol):
         self._task = task = asyncio.get_running_loop().create_task(coro)
         task.add_done_callback(self._task_done)
 
+    def _read_account(self, name: str) -> None:
+        self._spawn(self._look_up(name))
+
+    async def _look_up(self, name: str) -> None:
+        accounts = self.daemon.accounts
+        assert accounts is not None
+        found = await accounts.look_up(name)
+        self.daemon.account_read(name, found)
+        self._account_read(found)
+
     def _task_done(self, task: asyncio.Task[None]) -> None:
         """A bug in the slow path must cost this client an ERR, never a hang."""
         if task.cancelled() or task.exception() is None:

@@ -35,7 +35,10 @@ def config_changes(old: Config, new: Config) -> list[str]:
     # Redaction hides password changes; name them (never the values).
     for name, user in new.users.items():
         was = old.users.get(name)
-        if was is not None and was.password != user.password:
+        if was is not None and (was.password, was.password_hash) != (
+            user.password,
+            user.password_hash,
+        ):
             changes.append(f"users[{name}].password changed")
         if was is not None and was.backend_password != user.backend_password:
             changes.append(f"users[{name}].backend_password changed")

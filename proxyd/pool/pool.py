@@ -81,6 +81,9 @@ class Pool:
         self.drain_before = 0.0
         # The server's last refusal of this user's login (1045, 1040...), until a login works.
         self.refusal: ErrPacket | None = None
+        # SHA1(password) learned from a client's login, for a user proxyd knows only by
+        # its hash (user.backend_password None): until then the pool cannot connect.
+        self.password_sha1: bytes | None = None
 
     @property
     def name(self) -> str:
@@ -289,7 +292,13 @@ class Pool:
     def _wanted_by_waiter(self, conn: BackendConnection) -> bool:
         return any(w.profile == conn.profile for w in self.waiters)
 
+    @property
+    def can_connect(self) -> bool:
+        return self.user.backend_password is not None or self.password_sha1 is not None
+
     def _spawn(self, profile: int) -> None:
+        if not self.can_connect:
+            return  # a hash-only user: the first client's login gives the credentials
         self.connecting += 1
         asyncio.get_running_loop().create_task(self._connect(profile))
 
@@ -297,7 +306,9 @@ class Pool:
         try:
             while not self.closed:
                 try:
-                    conn = await self.server.connect(self.user, profile, self._lost)
+                    conn = await self.server.connect(
+                        self.user, profile, self._lost, self.password_sha1
+                    )
                 except BackendError as exc:
                     if exc.err is not None and exc.err.error_code in SERVER_REFUSALS:
                         self._fail_waiters(exc)

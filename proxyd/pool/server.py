@@ -78,8 +78,10 @@ class Server:
         user: UserConfig,
         profile: int,
         on_lost: Callable[[BackendConnection, str], None],
+        password_sha1: bytes | None = None,
     ) -> BackendConnection:
-        """One attempt, after any backoff in force; raise BackendError."""
+        """One attempt, after any backoff in force; raise BackendError. ``password_sha1``
+        logs in a user whose backend_password is None (see UserConfig)."""
         delay = self.next_attempt - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -88,10 +90,11 @@ class Server:
                 account = ServerAccount(
                     self.config.address,
                     user.backend_user.encode(),
-                    user.backend_password.encode(),
+                    (user.backend_password or "").encode(),
                     profile,
                     self.charset,
                     tls=self.config.tls,
+                    password_sha1=password_sha1 if user.backend_password is None else None,
                 )
                 conn = await open_backend(
                     account, on_lost, self.config.connect_timeout, self.config.ping_timeout

@@ -43,3 +43,6 @@ class ServerAccount:
     charset: int
     schema: bytes | None = None
     tls: BackendTLSConfig | None = None  # backend.tls; None: plaintext
+    # Set when only SHA1(password) is known (see UserConfig.backend_password): the
+    # password is then unknown and unused.
+    password_sha1: bytes | None = None

@@ -323,6 +323,7 @@ class BackendConnection(ServerSession, asyncio.Protocol):
             self.profile >> 32,
             {b"_client_name": b"proxyd", b"program_name": b"proxyd"},
             "disabled" if tls is None or tls.context is None else tls.login_mode,
+            self.account.password_sha1,
         )
         seq, payload = await self._read_packet()
         try:

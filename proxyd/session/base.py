@@ -30,8 +30,10 @@ from proxyd.session.identity import CLIENT_ID_TOP
 from proxyd.session.state import ClientState, PreparedStatement
 
 if TYPE_CHECKING:
-    from proxyd.config import Config
+    from proxyd.config import Config, UserConfig
     from proxyd.pool import Pool, Server
+    from proxyd.pool.accounts import AccountLookup, Found
+    from proxyd.protocol.auth import Credentials
     from proxyd.stats import Stats
 
 log = logging.getLogger("proxyd.frontend")
@@ -67,6 +69,15 @@ class Host(Protocol):
     def server_charset(self) -> int: ...
 
     def all_pools(self) -> list[Pool]: ...
+
+    rsa_key: Any
+    accounts: AccountLookup | None
+
+    def user_config(self, name: str) -> UserConfig | None: ...
+
+    def pool_for(self, user: UserConfig) -> Pool: ...
+
+    def account_read(self, name: str, found: Found) -> None: ...
 
 
 class ServerConnection(Protocol):
@@ -167,7 +178,9 @@ class SessionBase:
         self._loss: bytes | None = None
         # Before login a peer gets to send a handshake response, nothing big.
         self._reader = PacketReader(max_payload=MAX_LOGIN_PACKET)
-        self._auth = ServerLogin(self._password_for)
+        self._auth = ServerLogin(self._password_for, lambda: self.daemon.rsa_key)
+        # A login (user, plugin, answer, seq) held while its account is read from the server.
+        self._pending_login: tuple[bytes, bytes | None, bytes, int] | None = None
         self._auth_stage = False  # waiting for the answer to an AuthSwitchRequest
         self._login_gate = LoginGate.UNCHECKED  # the login guard's say on this connection
         self._pending_db: bytes | None = None
@@ -190,9 +203,9 @@ class SessionBase:
         self._kill_of: tuple[Any, ServerConnection] | None = None
         self._killing: ServerConnection | None = None
 
-    def _password_for(self, user: bytes) -> bytes | None:
-        account = self.daemon.config.users.get(user.decode("utf-8", "replace"))
-        return None if account is None else account.password.encode()
+    def _password_for(self, user: bytes) -> Credentials | None:
+        account = self.daemon.user_config(user.decode("utf-8", "replace"))
+        return None if account is None else account.credentials()
 
     def _statement(self, payload: bytes) -> PreparedStatement | None:
         if len(payload) < 5:
@@ -327,6 +340,14 @@ class SessionBase:
 
     def _wait_before_login(self, delay: float) -> None:
         """Call _login_waited() in ``delay`` seconds (the login guard's wait)."""
+        raise NotImplementedError
+
+    def _read_account(self, name: str) -> None:
+        """Read ``name``'s account from the server, then call _account_read(found)."""
+        raise NotImplementedError
+
+    def _account_read(self, found: Found) -> None:
+        """The answer of _read_account (proxyd/session/login.py)."""
         raise NotImplementedError
 
     def pause_reading(self) -> None:

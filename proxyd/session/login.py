@@ -11,6 +11,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from proxyd.pool.accounts import Found
 from proxyd.protocol import auth
 from proxyd.protocol.constants import (
     CLIENT,
@@ -18,7 +19,7 @@ from proxyd.protocol.constants import (
     SERVER_STATUS,
 )
 from proxyd.protocol.errors import ProtocolError
-from proxyd.protocol.login import Outcome
+from proxyd.protocol.login import ER_ACCESS_DENIED, Outcome
 from proxyd.protocol.messages import (
     HandshakeV10,
     build_err,
@@ -90,6 +91,8 @@ class LoginPhase(SessionBase):
 
     def _authenticate(self) -> None:
         """The client's HandshakeResponse41 (answers to an auth switch go through _pump)."""
+        if self._pending_login is not None:
+            return  # its account is being read from the server
         if self._login_gate is not LoginGate.OPEN:
             if self._login_gate is LoginGate.WAITING:
                 return
@@ -144,11 +147,38 @@ class LoginPhase(SessionBase):
         )
         self._pending_charset = response.character_set or self.daemon.server_charset()
         self._pending_db = response.database
-        self._authenticated(
-            self._auth.begin(
-                response.username, response.auth_plugin_name, response.auth_response, seq
-            )
-        )
+        self._begin_login(response.username, response.auth_plugin_name, response.auth_response, seq)
+
+    def _begin_login(self, user: bytes, plugin: bytes | None, response: bytes, seq: int) -> None:
+        """Check the password of a login or COM_CHANGE_USER; a user not in ``users:`` is
+        read from the server first (users_from_server), which _account_read continues."""
+        self._auth.secure = self.tls
+        self._pending_login = (user, plugin, response, seq)
+        name = user.decode("utf-8", "replace")
+        accounts = self.daemon.accounts
+        if accounts is not None and name not in self.daemon.config.users:
+            found = accounts.fresh(name, time.monotonic())
+            if found is None:
+                self._read_account(name)
+                return
+            self._account_read(found)
+            return
+        self._pending_login = None
+        self._authenticated(self._auth.begin(user, plugin, response, seq))
+
+    def _account_read(self, found: Found) -> None:
+        """The server's answer about the account of the login held by _begin_login."""
+        pending = self._pending_login
+        self._pending_login = None
+        if pending is None or self.state is State.CLOSED:
+            return
+        user, plugin, response, seq = pending
+        if found.refusal:
+            log.warning("client %s: login refused: %s", self.peer, found.refusal)
+            err = build_err(ER_ACCESS_DENIED, f"proxyd: {found.refusal}", b"28000")
+            self._login_failed(err, seq + 1)
+            return
+        self._authenticated(self._auth.begin(user, plugin, response, seq))
 
     def _login_waited(self) -> None:
         """The login guard's wait is over: read the login that came meanwhile."""
@@ -171,7 +201,10 @@ class LoginPhase(SessionBase):
             log.warning("client %s: access denied for user %r", self.peer, name)
             self._login_failed(login.denial(self.peer), login.next_seq)
             return
-        account = self.daemon.config.users[name]
+        account = self.daemon.user_config(name)
+        if account is None:  # gone by a reload while its password was checked
+            self._login_failed(login.denial(self.peer), login.next_seq)
+            return
         if account.require_tls and not self.tls:
             log.warning("client %s: user %r refused over plaintext (require_tls)", self.peer, name)
             err = build_err(
@@ -194,7 +227,10 @@ class LoginPhase(SessionBase):
         if self._change_user:
             self._release_backend(reset=True)
         self.user = name
-        self.pool = self.daemon.pools[name]
+        self.pool = self.daemon.pool_for(account)
+        if account.backend_password is None and login.password_sha1 is not None:
+            # Known by its hash only: this login gave what the server's check needs.
+            self.pool.password_sha1 = login.password_sha1
         self.profile = (self.capabilities & PROFILE_CAPABILITIES) | (
             self.mariadb_capabilities << 32
         )
@@ -242,4 +278,4 @@ class LoginPhase(SessionBase):
         self._loss = None
         self._change_user = True
         self._to(State.ACQUIRING)
-        self._authenticated(self._auth.begin(user, plugin, response, 0))
+        self._begin_login(user, plugin, response, 0)

@@ -62,6 +62,14 @@ class Host:
         self.paused = False
         self.login_guard = LoginGuard(3, 1.0, 30.0)
         self.logins_in_progress = 0
+        self.accounts = None
+        self.rsa_key = None
+
+    def user_config(self, name: str) -> Any:
+        return self.config.users.get(name)
+
+    def pool_for(self, user: Any) -> Any:
+        return self.pools[user.name]
 
     async def wait_unpaused(self) -> None:
         return None

@@ -340,12 +340,47 @@ def test_errors_name_key_and_reason(tmp_path: Path, text: str, key: str, reason:
             "users[0].max_connections",
             "must be at least 0",
         ),
+        (
+            "users:\n  - {name: app, password_hash: '*12AB'}\n",
+            "users[0].password_hash",
+            "expected '*' followed by 40 hex digits",
+        ),
+        (
+            f"users:\n  - {{name: app, password: x, password_hash: '*{'A' * 40}'}}\n",
+            "users[0].password_hash",
+            "set either password or password_hash",
+        ),
     ],
 )
 def test_user_errors(tmp_path: Path, users: str, key: str, reason: str) -> None:
     text = MINIMAL.split("users:")[0] + users
     error = load_error(tmp_path, text)
     assert (error.key, error.reason[: len(reason)]) == (key, reason)
+
+
+def test_password_hash_and_accounts_from_the_server(tmp_path: Path) -> None:
+    hashed = MINIMAL.replace('password: "apppw"', f"password_hash: '*{'AB' * 20}'")
+    user = load_config(write(tmp_path, hashed)).users["app"]
+    assert user.password_hash == bytes.fromhex("AB" * 20) and user.backend_password is None
+    # users_from_server: users: may then be left out; the lookup password is a secret.
+    text = MINIMAL.split("users:")[0] + (
+        "users_from_server:\n  user: lookup\n  password: lookuppw\n  refresh: 5s\n"
+    )
+    config = load_config(write(tmp_path, text))
+    assert config.users == {}
+    assert config.users_from_server is not None and config.users_from_server.refresh == 5.0
+    assert redacted(config)["users_from_server"]["password"] == "***"
+    readable = write(tmp_path, text)
+    os.chmod(readable, 0o644)
+    assert world_readable_secrets(readable)  # the lookup password counts as a secret
+    error = load_error(tmp_path, text.replace("  password: lookuppw\n", ""))
+    assert error.key == "users_from_server.password"
+
+
+def test_rsa_key_file_is_checked(tmp_path: Path) -> None:
+    (tmp_path / "not-a-key.pem").write_text("hello")
+    error = load_error(tmp_path, MINIMAL + "auth:\n  rsa_key: not-a-key.pem\n")
+    assert error.key == "auth.rsa_key" and "not-a-key.pem" in error.reason
 
 
 def test_wrongly_typed_password_is_not_echoed(tmp_path: Path) -> None:
