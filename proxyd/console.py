@@ -7,7 +7,9 @@ text and returns a ResultSet, Done (an OK) or Failed (an ERR):
                         the longest current wait
   SHOW CLIENTS          each client: id, user, address, state, backend, idle time, pins
   SHOW SERVERS          each backend connection: id on the server, age, idle time, learned
-                        wait_timeout, last ping, state
+                        wait_timeout, last ping, state; while the server cannot be
+                        reached, a row per pool saying why (a refused login, a
+                        certificate that failed verification)
   SHOW STATS            counters: queries, retries, errors hidden and passed on, recycles
                         by reason, pings...
   SHOW CONFIG           the running config, passwords shown as ***
@@ -36,7 +38,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from proxyd import __version__
 from proxyd.config import Config, flatten_config
@@ -190,10 +192,11 @@ def client_columns(now: float) -> list[Column[ClientSession]]:
 
 @dataclass(frozen=True, slots=True)
 class _ServerRow:
-    """One row of SHOW SERVERS: a backend connection and the pool it belongs to."""
+    """One row of SHOW SERVERS: a backend connection and the pool it belongs to; or, for
+    a pool without connections while the server fails, that failure (conn None)."""
 
     pool: Pool
-    conn: BackendConnection
+    conn: BackendConnection | None
     idle: bool  # in the pool's idle list
 
 
@@ -202,9 +205,13 @@ def _server_rows(pools: Iterable[Pool]) -> Iterator[_ServerRow]:
         idle = set(pool.idle)
         for conn in sorted(pool.conns, key=lambda c: c.id):
             yield _ServerRow(pool, conn, conn in idle)
+        if not pool.conns and not pool.server.up and pool.server.last_error:
+            yield _ServerRow(pool, None, False)
 
 
 def _backend_state(b: _ServerRow) -> str:
+    if b.conn is None:
+        return "unreachable"
     if b.idle:
         return "idle"
     if b.conn.holder is not None:
@@ -216,28 +223,40 @@ def _backend_state(b: _ServerRow) -> str:
 
 def _retiring(b: _ServerRow) -> bool:
     # Opened before a RECONNECT or reload drained its pool, or to a former backend.address.
+    if b.conn is None:
+        return False
     return b.conn.created_at < b.pool.drain_before or b.conn.address != b.pool.server.config.address
+
+
+def _of_conn(get: Callable[[BackendConnection], Any]) -> Callable[[_ServerRow], Any]:
+    return lambda b: None if b.conn is None else get(b.conn)
 
 
 def server_columns(now: float) -> list[Column[_ServerRow]]:
     # Annotated apart from the return: mypy checks the lambdas only then.
     columns: list[Column[_ServerRow]] = [
         Column("user", TEXT, lambda b: b.pool.name),
-        Column("id", INT, lambda b: b.conn.id),
-        Column("thread_id", INT, lambda b: b.conn.thread_id),
-        Column("address", TEXT, lambda b: str(b.conn.address)),
+        Column("id", INT, _of_conn(lambda c: c.id)),
+        Column("thread_id", INT, _of_conn(lambda c: c.thread_id)),
+        Column(
+            "address",
+            TEXT,
+            lambda b: str(b.pool.server.config.address if b.conn is None else b.conn.address),
+        ),
         Column("state", TEXT, _backend_state),
-        Column("client", INT, lambda b: b.conn.holder.id if b.conn.holder is not None else None),
-        Column("age", REAL, lambda b: _seconds(b.conn.age)),
-        Column("idle", REAL, lambda b: _seconds(b.conn.idle_for)),
-        Column("wait_timeout", REAL, lambda b: _seconds(b.conn.wait_timeout)),
+        Column("client", INT, _of_conn(lambda c: c.holder.id if c.holder is not None else None)),
+        Column("age", REAL, _of_conn(lambda c: _seconds(c.age))),
+        Column("idle", REAL, _of_conn(lambda c: _seconds(c.idle_for))),
+        Column("wait_timeout", REAL, _of_conn(lambda c: _seconds(c.wait_timeout))),
         Column(
             "last_ping",
             REAL,
-            lambda b: _seconds(now - b.conn.last_ping) if b.conn.last_ping else None,
+            _of_conn(lambda c: _seconds(now - c.last_ping) if c.last_ping else None),
         ),
-        Column("uses", INT, lambda b: b.conn.uses),
+        Column("uses", INT, _of_conn(lambda c: c.uses)),
         Column("retiring", TEXT, lambda b: _yes_no(_retiring(b))),
+        # Why connecting fails (a refused login, a certificate that failed verification).
+        Column("error", TEXT, lambda b: b.pool.server.last_error if b.conn is None else None),
     ]
     return columns
 
@@ -247,7 +266,11 @@ def server_columns(now: float) -> list[Column[_ServerRow]]:
 HELP = (
     ("SHOW POOLS", "per user: clients and backends by state, longest wait"),
     ("SHOW CLIENTS", "client connections: state, backend, idle time, pinned and why"),
-    ("SHOW SERVERS", "backend connections: server thread id, age, idle, wait_timeout, pings"),
+    (
+        "SHOW SERVERS",
+        "backend connections: server thread id, age, idle, wait_timeout, pings;"
+        " why connecting fails",
+    ),
     ("SHOW STATS", "counters since start"),
     ("SHOW CONFIG", "the running configuration (passwords hidden)"),
     ("SHOW VERSION", "proxyd and server versions"),

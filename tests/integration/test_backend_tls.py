@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pymysql
+import pymysql.cursors
 import pytest
 
 from tests.support.certs import CertificateAuthority
 from tests.support.mariadb import MariaDBServer
-from tests.support.processes import wait_until
+from tests.support.processes import free_port, wait_until
 from tests.support.proxy import ProxydProcess
 
 
@@ -43,9 +44,30 @@ def _proxy(
     proxyd: Callable[..., ProxydProcess], server: MariaDBServer, **tls: Any
 ) -> ProxydProcess:
     return proxyd(
-        {"backend": {"tls": tls}, "pool": {"max_size": 4, "min_idle": 1, "acquire_timeout": "3s"}},
+        {
+            "backend": {"tls": tls},
+            "pool": {"max_size": 4, "min_idle": 1, "acquire_timeout": "3s"},
+            "admin": {"listen": f"127.0.0.1:{free_port()}", "password": "adminpw"},
+        },
         backend=server,
     )
+
+
+def _show_servers(proxy: ProxydProcess) -> list[dict[str, Any]]:
+    listen = proxy.config["admin"]["listen"]
+    host, port = listen.rsplit(":", 1)
+    with (
+        pymysql.connect(
+            host=host,
+            port=int(port),
+            user="admin",
+            password="adminpw",
+            cursorclass=pymysql.cursors.DictCursor,
+        ) as admin,
+        admin.cursor() as cur,
+    ):
+        cur.execute("SHOW SERVERS")
+        return list(cur.fetchall())
 
 
 def _one(conn: Any, sql: str) -> Any:
@@ -135,3 +157,7 @@ def test_a_certificate_that_fails_verification_is_refused_not_bypassed(
     ]
     # The server never saw a plaintext login from proxyd.
     assert "require_secure_transport" not in log
+    # The operator sees why in the admin console.
+    [row] = _show_servers(proxy)
+    assert row["state"] == "unreachable" and row["id"] is None, row
+    assert "certificate was refused" in row["error"], row
