@@ -589,6 +589,15 @@ def run(args: argparse.Namespace) -> int:
             granted = int(server.execute("SELECT @@max_connections")[0][0])
             if granted < max_connections:
                 say(f"  MariaDB lowered max_connections to {granted} (open files limit)")
+        if args.users_from_server:
+            server.execute("CREATE USER IF NOT EXISTS 'lookup'@'%' IDENTIFIED BY 'lookuppw'")
+            server.execute("GRANT SELECT ON mysql.user TO 'lookup'@'%'")
+            overrides["users"] = []
+            overrides["users_from_server"] = {"user": "lookup", "password": "lookuppw"}
+            say(
+                "proxyd: no users listed; the app account is read from the server"
+                " (users_from_server)"
+            )
         overrides |= {
             "pool": {
                 "mode": "transaction",
@@ -684,6 +693,11 @@ def main(argv: list[str] | None = None) -> int:
         default="preferred",
         choices=("disabled", "preferred"),
         help="with --tls: proxyd's backend.tls.mode (disabled: TLS on the client side only)",
+    )
+    parser.add_argument(
+        "--users-from-server",
+        action="store_true",
+        help="proxyd lists no users: it reads the app account from the server's mysql.user",
     )
     parser.add_argument(
         "--plot", metavar="FILE.png", help="bar charts of the results (needs matplotlib)"
