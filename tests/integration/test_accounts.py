@@ -59,6 +59,18 @@ def lookup(mariadb: MariaDBServer) -> dict[str, Any]:
     return {"user": "lookup", "password": "lookuppw", "refresh": "1s"}
 
 
+@pytest.fixture
+def from_server(proxyd: Callable[..., ProxydProcess], lookup: dict[str, Any]) -> ProxydProcess:
+    """proxyd with users_from_server; wrong passwords here are on purpose: not slowed."""
+    return proxyd(
+        {
+            "users_from_server": lookup,
+            "pool": {"max_size": 4, "min_idle": 0},
+            "auth": {"failed_login_delay": 0},
+        }
+    )
+
+
 def _one(conn: Any, sql: str) -> Any:
     cur = conn.cursor()
     cur.execute(sql)
@@ -77,12 +89,9 @@ def _refused(connect: Callable[[], Any]) -> tuple[int, str]:
 
 
 def test_an_account_made_on_the_server_after_start_logs_in_through_proxyd(
-    proxyd: Callable[..., ProxydProcess],
-    mariadb: MariaDBServer,
-    lookup: dict[str, Any],
-    account: Callable[..., str],
+    from_server: ProxydProcess, account: Callable[..., str]
 ) -> None:
-    proxy = proxyd({"users_from_server": lookup, "pool": {"max_size": 4, "min_idle": 0}})
+    proxy = from_server
     # Not there yet: refused as the server would refuse it.
     code, _ = _refused(lambda: proxy.connect(user="later", password="x"))
     assert code == ER.ACCESS_DENIED_ERROR
@@ -97,42 +106,29 @@ def test_an_account_made_on_the_server_after_start_logs_in_through_proxyd(
 
 
 def test_a_dropped_account_is_refused_once_the_cache_refreshes(
-    proxyd: Callable[..., ProxydProcess],
-    mariadb: MariaDBServer,
-    lookup: dict[str, Any],
-    account: Callable[..., str],
+    from_server: ProxydProcess, mariadb: MariaDBServer, account: Callable[..., str]
 ) -> None:
-    proxy = proxyd({"users_from_server": lookup, "pool": {"max_size": 4, "min_idle": 0}})
+    proxy = from_server
     name = account("pw-one")
     first = proxy.connect(user=name, password="pw-one")
     assert _one(first, "SELECT 1") == (1,)
     mariadb.execute(f"DROP USER '{name}'@'%'")
 
-    def refused() -> bool:
-        try:
-            proxy.connect(user=name, password="pw-one").close()
-        except pymysql.err.OperationalError as exc:
-            return bool(exc.args[0] == ER.ACCESS_DENIED_ERROR)
-        return False
-
-    assert wait_until(refused, 5)
+    assert wait_until(lambda: _login_error(proxy, name, "pw-one") == ER.ACCESS_DENIED_ERROR, 5)
     # A password changed on the server: the old one stops working, the new one works.
     other = account("old-pw")
     assert _one(proxy.connect(user=other, password="old-pw"), "SELECT 2") == (2,)
     mariadb.execute(f"ALTER USER '{other}'@'%' IDENTIFIED BY 'new-pw'")
-    assert wait_until(lambda: _logs_in(proxy, other, "new-pw"), 5)
+    assert wait_until(lambda: _login_error(proxy, other, "new-pw") is None, 5)
     assert _one(proxy.connect(user=other, password="new-pw"), "SELECT CURRENT_USER()") == (
         f"{other}@%",
     )
 
 
 def test_a_killed_lookup_connection_does_not_fail_the_next_login(
-    proxyd: Callable[..., ProxydProcess],
-    mariadb: MariaDBServer,
-    lookup: dict[str, Any],
-    account: Callable[..., str],
+    from_server: ProxydProcess, mariadb: MariaDBServer, account: Callable[..., str]
 ) -> None:
-    proxy = proxyd({"users_from_server": lookup, "pool": {"max_size": 4, "min_idle": 0}})
+    proxy = from_server
     name = account("pw-one")
     proxy.connect(user=name, password="pw-one").close()
     assert mariadb.kill_connections("lookup") >= 1
@@ -142,17 +138,9 @@ def test_a_killed_lookup_connection_does_not_fail_the_next_login(
 
 
 def test_many_clients_of_new_accounts_log_in_at_once(
-    proxyd: Callable[..., ProxydProcess],
-    lookup: dict[str, Any],
-    account: Callable[..., str],
+    from_server: ProxydProcess, account: Callable[..., str]
 ) -> None:
-    proxy = proxyd(
-        {
-            "users_from_server": lookup,
-            "pool": {"max_size": 4, "min_idle": 0},
-            "auth": {"failed_login_delay": 0},  # the wrong passwords here are on purpose
-        }
-    )
+    proxy = from_server
     names = [account(f"pw-{i}") for i in range(4)]
 
     def work(i: int) -> tuple[str, ...]:
@@ -174,25 +162,21 @@ def test_many_clients_of_new_accounts_log_in_at_once(
             assert result == ("refused", str(ER.ACCESS_DENIED_ERROR)), (i, result)
 
 
-def _logs_in(proxy: ProxydProcess, user: str, password: str) -> bool:
+def _login_error(proxy: ProxydProcess, user: str, password: str) -> int | None:
+    """The error code of a login through proxyd; None when it worked."""
     try:
-        conn = proxy.connect(user=user, password=password)
-    except pymysql.err.OperationalError:
-        return False
-    conn.close()
-    return True
+        proxy.connect(user=user, password=password).close()
+    except pymysql.err.OperationalError as exc:
+        return int(exc.args[0])
+    return None
 
 
 def test_an_account_with_another_plugin_is_refused_saying_which_and_what_to_do(
-    proxyd: Callable[..., ProxydProcess],
-    mariadb: MariaDBServer,
-    lookup: dict[str, Any],
-    account: Callable[..., str],
+    from_server: ProxydProcess, mariadb: MariaDBServer, account: Callable[..., str]
 ) -> None:
     _install_ed25519(mariadb)
     name = account(via="IDENTIFIED VIA ed25519 USING PASSWORD('edpw')")
-    proxy = proxyd({"users_from_server": lookup, "pool": {"max_size": 4, "min_idle": 0}})
-    code, message = _refused(lambda: proxy.connect(user=name, password="edpw"))
+    code, message = _refused(lambda: from_server.connect(user=name, password="edpw"))
     assert code == ER.ACCESS_DENIED_ERROR
     assert "uses the ed25519 plugin" in message and "mysql_native_password" in message, message
 
@@ -305,24 +289,20 @@ def test_caching_sha2_full_path_over_tls_with_mysql_connector(
     assert code == ER.ACCESS_DENIED_ERROR
 
 
-def test_caching_sha2_full_path_over_rsa_without_tls(
-    proxyd: Callable[..., ProxydProcess], account: Callable[..., str], ca: CertificateAuthority
-) -> None:
-    name = account("rsa-pw")
-    proxy = _hashed_proxy(proxyd, name, "rsa-pw", ca)
-    # The mariadb CLI (MariaDB Connector/C) asks for proxyd's public key and sends the
-    # password encrypted with it.
-    cli = subprocess.run(
+def _cli_as(
+    proxy: ProxydProcess, user: str, password: str, *options: str
+) -> subprocess.CompletedProcess[str]:
+    """``SELECT CURRENT_USER()`` through proxyd with the mariadb client and ``options``."""
+    return subprocess.run(
         [
             "mariadb",
             "-h",
             "127.0.0.1",
             "-P",
             str(proxy.port),
-            f"-u{name}",
-            "-prsa-pw",
-            "--skip-ssl",
-            "--default-auth=caching_sha2_password",
+            f"-u{user}",
+            f"-p{password}",
+            *options,
             "-N",
             "-e",
             "SELECT CURRENT_USER()",
@@ -331,6 +311,16 @@ def test_caching_sha2_full_path_over_rsa_without_tls(
         text=True,
         timeout=30,
     )
+
+
+def test_caching_sha2_full_path_over_rsa_without_tls(
+    proxyd: Callable[..., ProxydProcess], account: Callable[..., str], ca: CertificateAuthority
+) -> None:
+    name = account("rsa-pw")
+    proxy = _hashed_proxy(proxyd, name, "rsa-pw", ca)
+    # The mariadb CLI (MariaDB Connector/C) asks for proxyd's public key and sends the
+    # password encrypted with it.
+    cli = _cli_as(proxy, name, "rsa-pw", "--skip-ssl", "--default-auth=caching_sha2_password")
     assert (cli.returncode, cli.stdout.strip()) == (0, f"{name}@%"), cli.stderr
 
 
@@ -339,26 +329,9 @@ def test_clear_password_only_over_tls(
 ) -> None:
     name = account("clear-pw")
     proxy = _hashed_proxy(proxyd, name, "clear-pw", ca)
-    base = [
-        "mariadb",
-        "-h",
-        "127.0.0.1",
-        "-P",
-        str(proxy.port),
-        f"-u{name}",
-        "-pclear-pw",
-        "--default-auth=mysql_clear_password",
-        "-N",
-        "-e",
-        "SELECT CURRENT_USER()",
-    ]
-    ok = subprocess.run(
-        [*base, f"--ssl-ca={ca.path}", "--ssl-verify-server-cert"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    clear = "--default-auth=mysql_clear_password"
+    ok = _cli_as(proxy, name, "clear-pw", clear, f"--ssl-ca={ca.path}", "--ssl-verify-server-cert")
     assert (ok.returncode, ok.stdout.strip()) == (0, f"{name}@%"), ok.stderr
-    plain = subprocess.run([*base, "--skip-ssl"], capture_output=True, text=True, timeout=30)
+    plain = _cli_as(proxy, name, "clear-pw", clear, "--skip-ssl")
     assert plain.returncode != 0
     assert "3159" in plain.stderr and "only accepted over TLS" in plain.stderr, plain.stderr
