@@ -63,6 +63,7 @@ def apply_backend(
                 pool.drain_before = time.monotonic()
         return server
     replacement = Server(new, stats)
+    replacement.threads = server.threads  # the old server's connections drain meanwhile
     if new.address == old.address:
         # Same server, new connect budget: keep what we know of it.
         replacement.version = server.version

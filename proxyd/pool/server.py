@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from proxyd.config import BackendConfig, UserConfig
 from proxyd.protocol.messages import ErrPacket
-from proxyd.server.account import ServerAccount
+from proxyd.server.account import ServerAccount, ThreadBook
 from proxyd.server.connection import (
     BackendConnection,
     BackendError,
@@ -63,6 +63,8 @@ class Server:
         # Table name -> its columns, for the views that show thread ids (PROCESSLIST,
         # threads), which proxyd rewrites column by column (proxyd/session/identity.py).
         self.columns: dict[str, tuple[str, ...]] = {}
+        # proxyd's own connections to it by thread id, also while they open and close.
+        self.threads = ThreadBook()
         self._columns_learned = False
         self.max_allowed_packet = DEFAULT_MAX_ALLOWED_PACKET  # learned from the server
         self.charset = DEFAULT_CHARSET
@@ -97,7 +99,11 @@ class Server:
                     password_sha1=password_sha1 if user.backend_password is None else None,
                 )
                 conn = await open_backend(
-                    account, on_lost, self.config.connect_timeout, self.config.ping_timeout
+                    account,
+                    on_lost,
+                    self.config.connect_timeout,
+                    self.config.ping_timeout,
+                    self.threads,
                 )
             except BackendError as exc:
                 self._failed(exc)

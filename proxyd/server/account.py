@@ -3,7 +3,9 @@ pools key their connections on, apart from the connection itself (connection.py)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+from typing import Any
 
 from proxyd.addresses import Address
 from proxyd.protocol.constants import CLIENT, CLIENT_41_AUTH, MARIADB_CLIENT_EXTENDED_METADATA
@@ -46,3 +48,31 @@ class ServerAccount:
     # Set when only SHA1(password) is known (see UserConfig.backend_password): the
     # password is then unknown and unused.
     password_sha1: bytes | None = None
+
+
+@dataclass(slots=True)
+class ThreadBook:
+    """The server thread ids of proxyd's own connections, from the greeting that names
+    one until a while after proxyd closes it: the server shows a connection in its
+    process list while proxyd is still logging it in (not yet in any pool) and for a
+    moment after proxyd let it go; both are proxyd's, not an application's
+    (proxyd/session/identity.py leaves them out)."""
+
+    LINGER = 10.0  # seconds a closed connection's id is still taken as proxyd's
+
+    open: dict[int, Any] = field(default_factory=dict)  # thread id -> BackendConnection
+    closed: dict[int, float] = field(default_factory=dict)  # thread id -> until when
+
+    def opened(self, thread_id: int, conn: Any) -> None:
+        self.open[thread_id] = conn
+
+    def gone(self, thread_id: int) -> None:
+        if self.open.pop(thread_id, None) is not None:
+            self.closed[thread_id] = time.monotonic() + self.LINGER
+
+    def lingering(self, now: float) -> list[int]:
+        """Ids of connections closed within LINGER seconds."""
+        expired = [tid for tid, until in self.closed.items() if until <= now]
+        for tid in expired:
+            del self.closed[tid]
+        return list(self.closed)

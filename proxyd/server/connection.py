@@ -39,6 +39,7 @@ from proxyd.protocol.response import ResponseTracker
 from proxyd.server.account import (
     BASE_CAPABILITIES,
     ServerAccount,
+    ThreadBook,
 )
 from proxyd.server.setup import BackendError, BackendGone, ServerSession
 from proxyd.tls import TLSError, TLSLayer, TLSTransport
@@ -66,6 +67,7 @@ class BackendConnection(ServerSession, asyncio.Protocol):
         self.user = account.user
         self.profile = profile
         self.on_lost = on_lost
+        self.threads: ThreadBook | None = None  # the server's book of proxyd's thread ids
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.close_reason = ""
@@ -206,6 +208,8 @@ class BackendConnection(ServerSession, asyncio.Protocol):
             return
         self.closed = True
         self.close_reason = self.close_reason or reason
+        if self.threads is not None and self.thread_id:
+            self.threads.gone(self.thread_id)
         waiter = self._packet_waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(BackendGone(f"server closed the connection ({reason})"))
@@ -334,6 +338,8 @@ class BackendConnection(ServerSession, asyncio.Protocol):
             self.server_charset = greeting.character_set
             self.server_mariadb_capabilities = login.server_mariadb_capabilities
             self.thread_id = greeting.connection_id
+            if self.threads is not None:
+                self.threads.opened(self.thread_id, self)
             self.server_capabilities = greeting.capability_flags
             self.status_flags = greeting.status_flags
             self.capabilities = login.capabilities
@@ -572,12 +578,14 @@ async def open_backend(
     on_lost: Callable[[BackendConnection, str], None],
     timeout: float,
     login_timeout: float | None = None,
+    threads: ThreadBook | None = None,
 ) -> BackendConnection:
     """Connect (within ``timeout``), log in and set up a server session (within
     ``login_timeout``, by default ``timeout`` too), or raise BackendError."""
     loop = asyncio.get_running_loop()
     address = account.address
     conn = BackendConnection(account, on_lost)
+    conn.threads = threads
     conn.command_timeout = timeout if login_timeout is None else login_timeout
     try:
         await asyncio.wait_for(

@@ -230,12 +230,15 @@ class SessionCore(LoginPhase, LocalCommands):
                 )
         # A connection still running the statement of a client that left is shown as
         # the server's: it is working, and KILL of its id reaches it.
+        threads = self.daemon.server.threads
         hidden = [
-            conn.thread_id
-            for pool in self.daemon.all_pools()
-            for conn in pool.conns
-            if conn.thread_id not in held and not conn.relaying
+            thread_id
+            for thread_id, conn in threads.open.items()
+            if thread_id not in held and not conn.relaying
         ]
+        # Connections being opened (not in a pool yet) are in threads.open too; those
+        # proxyd just closed linger on the server a moment.
+        hidden += threads.lingering(now)
         columns = self.daemon.server.columns
         return ProcessView(
             held,
