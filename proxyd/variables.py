@@ -22,6 +22,10 @@ UNMOVABLE_VARIABLES = frozenset(
         b"skip_replication",
     )
 )
+# Read-only variables the server reports when they change: results of the session's last
+# statement, not settings, so never replayed (SET of one is error 1238). last_gtid is
+# MariaDB's with a binary log: the GTID of the session's last write.
+REPORTED_VARIABLES = frozenset((b"last_gtid", b"in_transaction"))
 CHARSET_VARIABLES = frozenset(
     (
         b"character_set_client",

@@ -33,7 +33,7 @@ from proxyd.protocol.messages import (
     parse_stmt_prepare_ok,
 )
 from proxyd.protocol.resultset import decode_text_result
-from proxyd.variables import CHARSET_VARIABLES, UNMOVABLE_VARIABLES
+from proxyd.variables import CHARSET_VARIABLES, REPORTED_VARIABLES, UNMOVABLE_VARIABLES
 
 SESSION_TRACKING_SETUP = (
     b"SET SESSION session_track_schema=ON, session_track_state_change=ON,"
@@ -230,7 +230,12 @@ class ServerSession:
             elif change.type == SESSION_TRACK_SYSTEM_VARIABLES:
                 # Unmovable ones pin their session here and are never replayed: compared
                 # with the client's (which leaves them out) they would be reset to DEFAULT.
-                if change.name.startswith(b"session_track_") or change.name in UNMOVABLE_VARIABLES:
+                name = change.name
+                if (
+                    name.startswith(b"session_track_")
+                    or name in UNMOVABLE_VARIABLES
+                    or name in REPORTED_VARIABLES
+                ):
                     continue
                 self.vars[change.name] = change.value
         self._note_wait_timeout()

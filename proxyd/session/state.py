@@ -44,7 +44,7 @@ from proxyd.protocol.constants import (
 from proxyd.protocol.messages import StateChange
 from proxyd.protocol.response import ResponseTracker
 from proxyd.session.hints import NO_HINTS, StatementHints
-from proxyd.variables import CHARSET_VARIABLES, UNMOVABLE_VARIABLES
+from proxyd.variables import CHARSET_VARIABLES, REPORTED_VARIABLES, UNMOVABLE_VARIABLES
 
 
 @functools.cache
@@ -113,6 +113,7 @@ class ClientState:
         self.vars: dict[bytes, bytes] = {}
         self.multi_statements = bool(capabilities & CLIENT.MULTI_STATEMENTS)
         self.last_insert_id = 0
+        self.last_gtid = b""  # MariaDB's @@last_gtid after this client's last write
         self.row_count = -1  # ROW_COUNT() of the previous statement
         self.found_rows = 0  # FOUND_ROWS() after a plain SELECT
         self.status_flags = SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT
@@ -305,6 +306,9 @@ class ClientState:
                     self.pins["variable"] = f"session variable {c.name.decode(errors='replace')}"
                 elif c.name == b"last_insert_id":
                     self.last_insert_id = int(c.value or b"0") if c.value.isdigit() else 0
+                elif c.name in REPORTED_VARIABLES:
+                    if c.name == b"last_gtid":
+                        self.last_gtid = c.value  # where this client's last write went
                 elif not c.name.startswith(b"session_track_"):
                     self.vars[c.name] = c.value
             elif c.type == SESSION_TRACK_STATE_CHANGE:

@@ -121,3 +121,19 @@ def test_a_frozen_timestamp_lost_with_its_connection_is_told(
     assert info.value.args[0] == 1105 and "timestamp" in info.value.args[1], info.value.args
     assert _rows(conn, "SELECT YEAR(NOW())")[0][0] > 2001
     conn.close()
+
+
+def test_writes_on_a_server_with_a_binary_log_move_between_connections(
+    proxyd: Callable[..., ProxydProcess], mariadb_factory: Callable[..., MariaDBServer]
+) -> None:
+    """MariaDB reports @@last_gtid after each write when it keeps a binary log; it is
+    read-only, so a client moving to another server connection must not have it
+    replayed (that was error 1238 on the client's next statement)."""
+    server = mariadb_factory(skip_log_bin=False, log_bin="mariadb-bin", server_id=9)
+    proxy = proxyd({"pool": {"max_size": 2, "min_idle": 2}}, backend=server)
+    clients = [proxy.connect() for _ in range(3)]
+    _rows(clients[0], "CREATE TABLE t_gtid (id INT PRIMARY KEY)")
+    for i in range(30):
+        client = clients[i % 3]
+        _rows(client, f"INSERT INTO t_gtid VALUES ({i})")
+        assert _rows(client, "SELECT COUNT(*) FROM t_gtid") == ((i + 1,),)
