@@ -68,14 +68,21 @@ REDACTED = "***"
 
 @dataclass(frozen=True, slots=True)
 class BackendConfig:
-    """The ``backend:`` section: the server, and how proxyd connects to it."""
+    """The ``backend:`` section: the servers, and how proxyd connects to them."""
 
-    address: Address
+    address: Address  # the first of servers (backend.address is one server's shorthand)
     connect_timeout: float
     max_connecting: int
     read_timeout: float | None  # None: statements may run as long as they like
     ping_timeout: float
     tls: BackendTLSConfig = field(default_factory=BackendTLSConfig)
+    # backend.servers: with more than one, a monitor finds the writable one (the primary).
+    servers: tuple[Address, ...] = ()
+    monitor_interval: float = 1.0
+    # Whom the monitor logs in as (backend.monitor_user); None: the first user's backend
+    # account.
+    monitor_user: str | None = None
+    monitor_password: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +213,12 @@ _TOP_KEYS = (
 )
 _BACKEND_KEYS = (
     "address",
+    "servers",
+    "monitor_interval",
+    "monitor_user",
+    "monitor_password",
+    "monitor_password_env",
+    "monitor_password_file",
     "connect_timeout",
     "max_connecting",
     "read_timeout",
@@ -268,6 +281,16 @@ def parse_config(data: object, path: str) -> Config:
             refresh=section.get("refresh", positive_duration, 60.0),
         )
     users = _parse_users(top, config_dir, users_from_server is not None)
+    monitor_account = backend.monitor_user is not None or any(
+        user.backend_password is not None for user in users.values()
+    )
+    if len(backend.servers) > 1 and not monitor_account:
+        raise ConfigError(
+            path,
+            "backend.monitor_user",
+            "missing: with several servers the monitor needs an account to log in as"
+            " (or a user of users: with a password)",
+        )
     pool = _parse_pool(top.section("pool", _POOL_KEYS))
 
     retry_section = top.section("retry", _RETRY_KEYS)
@@ -347,14 +370,49 @@ def _parse_listen(top: Section) -> tuple[ListenAddress, ...]:
 
 
 def _parse_backend(section: Section, config_dir: str) -> BackendConfig:
+    servers = _parse_servers(section)
+    monitor_user = section.get("monitor_user", string, None)
+    monitor_password = resolve_secret(section, "monitor_password", config_dir)
+    if monitor_password is not None and monitor_user is None:
+        raise section.error("monitor_user", "missing (monitor_password is set)")
     return BackendConfig(
-        address=section.get("address", Address.parse),
+        address=servers[0],
+        servers=servers,
+        monitor_interval=section.get("monitor_interval", positive_duration, 1.0),
+        monitor_user=monitor_user,
+        monitor_password=monitor_password or "",
         connect_timeout=section.get("connect_timeout", positive_duration, 5.0),
         max_connecting=section.get("max_connecting", integer(1), 4),
         read_timeout=section.get("read_timeout", duration_or("off", zero_means_word=True), None),
         ping_timeout=section.get("ping_timeout", positive_duration, 5.0),
         tls=parse_backend_tls(section, config_dir),
     )
+
+
+def _parse_servers(section: Section) -> tuple[Address, ...]:
+    """backend.servers (a list of host:port, or of {address: host:port}), or
+    backend.address for one server."""
+    if section.has("address") and section.has("servers"):
+        raise section.error("servers", "set either address (one server) or servers, not both")
+    if not section.has("servers"):
+        return (section.get("address", Address.parse),)
+    raw = section.get("servers", lambda value: value)
+    if not isinstance(raw, list) or not raw:
+        raise section.error("servers", f"expected a list of server addresses, got {describe(raw)}")
+    servers: list[Address] = []
+    for index, item in enumerate(raw):
+        if isinstance(item, dict):
+            entry = Section(item, section.key_of(f"servers[{index}]"), section.path, ("address",))
+            address = entry.get("address", Address.parse)
+        else:
+            try:
+                address = Address.parse(item)
+            except ValueError as e:
+                raise section.error(f"servers[{index}]", str(e)) from None
+        if address in servers:
+            raise section.error(f"servers[{index}]", f"{address} is listed twice")
+        servers.append(address)
+    return tuple(servers)
 
 
 def _rsa_key(section: Section, config_dir: str) -> dict[str, Any]:
@@ -470,7 +528,15 @@ def redacted(config: Config) -> dict[str, Any]:
         "path": config.path,
         "listen": [str(address) for address in config.listen],
         "backend": {
-            "address": str(config.backend.address),
+            **(
+                {"address": str(config.backend.address)}
+                if len(config.backend.servers) < 2
+                else {
+                    "servers": [str(address) for address in config.backend.servers],
+                    "monitor_interval": config.backend.monitor_interval,
+                    "monitor_user": config.backend.monitor_user,
+                }
+            ),
             "connect_timeout": config.backend.connect_timeout,
             "max_connecting": config.backend.max_connecting,
             "read_timeout": seconds(config.backend.read_timeout, "off"),

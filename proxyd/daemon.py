@@ -29,6 +29,7 @@ to the server and the pools, and ``proxyd.listeners`` holds the listening socket
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import signal
@@ -52,6 +53,7 @@ from proxyd.logs import reconfigure
 from proxyd.metrics import DaemonCollector, MetricsHTTP
 from proxyd.pool import Pool, Server
 from proxyd.pool.accounts import AccountLookup, Found
+from proxyd.pool.monitor import Monitor
 from proxyd.protocol import auth
 from proxyd.registry import PoolSummary, ReloadResult
 from proxyd.reload import apply_backend, apply_users, config_changes
@@ -67,7 +69,14 @@ class Daemon:
     def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
         self.config = config
         self.stats = Stats()
-        self.server = Server(config.backend, self.stats)
+        # One Server per address of backend.servers; self.server is the primary (with
+        # several servers, as the monitor found it), the one every pool connects to.
+        self.servers = [
+            Server(dataclasses.replace(config.backend, address=address), self.stats)
+            for address in config.backend.servers or (config.backend.address,)
+        ]
+        self.server = self.servers[0]
+        self.monitor = self._make_monitor(config)
         self.pools: dict[str, Pool] = {
             name: Pool(user, config.pool, self.server, self.stats)
             for name, user in config.users.items()
@@ -124,6 +133,51 @@ class Daemon:
         finally:
             self._held -= 1
 
+    # -- several servers -------------------------------------------------------------
+
+    def _make_monitor(self, config: Config) -> Monitor | None:
+        if len(self.servers) < 2:
+            return None
+        backend = config.backend
+        if backend.monitor_user is not None:
+            account = UserConfig(
+                name=backend.monitor_user,
+                password=backend.monitor_password,
+                backend_user=backend.monitor_user,
+                backend_password=backend.monitor_password,
+                max_connections=0,
+            )
+        else:  # config.py made sure there is one
+            account = next(u for u in config.users.values() if u.backend_password is not None)
+        return Monitor(self.servers, account, backend.monitor_interval, self._primary_changed)
+
+    async def _find_primary(self) -> None:
+        """With several servers, ask them which is the primary before any pool connects,
+        then keep asking."""
+        if self.monitor is None:
+            return
+        with contextlib.suppress(asyncio.TimeoutError):  # then the log line below says so
+            await asyncio.wait_for(self.monitor.check(), self.config.backend.connect_timeout)
+        if self.monitor.primary is None:
+            log.warning(
+                "no writable server among %s yet: trying %s until one is",
+                ", ".join(str(s.config.address) for s in self.servers),
+                self.server.config.address,
+            )
+        self._spawn_task(self.monitor.run())
+
+    def _primary_changed(self, server: Server) -> None:
+        """The monitor found another primary: new server connections go there; those to
+        the old one are closed as they come back (a client in a transaction there keeps
+        it until it ends, or until that server fails it)."""
+        self.server = server
+        now = time.monotonic()
+        for pool in self.all_pools():
+            if pool.server is not server:
+                pool.server = server
+                pool.drain_before = now
+                self.upkeep.sweep(pool)
+
     # -- accounts --------------------------------------------------------------------
 
     def _account_lookup(self, config: Config) -> AccountLookup | None:
@@ -176,6 +230,7 @@ class Daemon:
         try:
             # The console and /healthz first: they help most while the backend is slow.
             await self.listeners.open(self.config, roles=(ADMIN, METRICS))
+            await self._find_primary()
             for pool in self.pools.values():
                 pool.start()
             await self._warm_up()
@@ -281,9 +336,17 @@ class Daemon:
             return ReloadResult(False, exc.strerror or str(exc))
         changes = config_changes(old, new)
 
-        self.server = apply_backend(
-            self.server, self.all_pools(), old.backend, new.backend, self.stats
-        )
+        if len(self.servers) > 1 or len(new.backend.servers) > 1:
+            if new.backend.servers != old.backend.servers:
+                return ReloadResult(
+                    False, "backend.servers changed: restart proxyd to apply a new list"
+                )
+            self._apply_backend_settings(old, new)
+        else:
+            self.server = apply_backend(
+                self.server, self.all_pools(), old.backend, new.backend, self.stats
+            )
+            self.servers = [self.server]
         self.config = new
         if new.users_from_server != old.users_from_server:
             if self.accounts is not None:
@@ -316,6 +379,17 @@ class Daemon:
         if new.log != old.log:
             reconfigure(new.log.level, new.log.format)
         return ReloadResult(True, summary)
+
+    def _apply_backend_settings(self, old: Config, new: Config) -> None:
+        """Timeouts, TLS and monitoring of several servers (their list stays)."""
+        for server in self.servers:
+            server.config = dataclasses.replace(new.backend, address=server.config.address)
+        if self.monitor is not None:
+            self.monitor.interval = new.backend.monitor_interval
+        if new.backend.tls != old.backend.tls:
+            now = time.monotonic()
+            for pool in self.all_pools():
+                pool.drain_before = now  # connections of the old TLS settings go as they idle
 
     def _pool_config(self) -> PoolConfig:
         """The pool settings in force: the config's, with no idle backends kept while paused."""
@@ -490,6 +564,11 @@ class Daemon:
     async def _close_everything(self) -> None:
         for session in list(self.sessions):
             session.goodbye()
+        for task in list(self._tasks):
+            if task is not asyncio.current_task():
+                task.cancel()  # the monitor, reloads in progress
+        if self.monitor is not None:
+            self.monitor.close()
         if self.accounts is not None:
             self.accounts.close()
         for pool in self.all_pools():

@@ -70,6 +70,11 @@ class Server:
         self.charset = DEFAULT_CHARSET
         self.mariadb_capabilities = 0  # MariaDB's extended capabilities it offers
         self.up = False
+        # What the monitor (monitor.py) found, with several servers: primary, replica or
+        # down; read_only None while unknown; why it is out.
+        self.role = ""
+        self.read_only: bool | None = None
+        self.monitor_error = ""
         self.failures = 0
         self.next_attempt = 0.0
         self.last_error = ""

@@ -69,10 +69,13 @@ def default_config(backend: str, port: int) -> dict[str, Any]:
 
 
 def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Mappings merge key by key; anything else (lists included) in overrides replaces."""
+    """Mappings merge key by key; anything else (lists included) in overrides replaces;
+    None removes the key (``{"backend": {"address": None, "servers": [...]}}``)."""
     merged = copy.deepcopy(dict(base))
     for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
             merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)

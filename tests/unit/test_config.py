@@ -482,3 +482,66 @@ def test_parse_config_accepts_plain_yaml_data() -> None:
     assert config.pool.mode == "session"
     assert config.pool.min_idle == 1
     assert config.users["app"].backend_user == "other"
+
+
+# --- several servers -------------------------------------------------------------------------
+
+
+def test_backend_servers(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        "  address: 127.0.0.1:3306\n",
+        "  servers:\n    - 10.0.0.1:3306\n    - address: 10.0.0.2:3307\n"
+        "  monitor_interval: 500ms\n",
+    )
+    config = load_config(write(tmp_path, text))
+    backend = config.backend
+    assert backend.servers == (Address("10.0.0.1", 3306), Address("10.0.0.2", 3307))
+    assert backend.address == Address("10.0.0.1", 3306) and backend.monitor_interval == 0.5
+    assert redacted(config)["backend"]["servers"] == ["10.0.0.1:3306", "10.0.0.2:3307"]
+    # backend.address alone is one server.
+    one = load_config(write(tmp_path, MINIMAL)).backend
+    assert one.servers == (Address("127.0.0.1", 3306),)
+
+
+@pytest.mark.parametrize(
+    ("backend", "key", "reason"),
+    [
+        (
+            "  address: 10.0.0.1:3306\n  servers: [10.0.0.2:3306]\n",
+            "backend.servers",
+            "set either address (one server) or servers, not both",
+        ),
+        ("  servers: []\n", "backend.servers", "expected a list of server addresses"),
+        (
+            "  servers: [10.0.0.1:3306, 10.0.0.1:3306]\n",
+            "backend.servers[1]",
+            "10.0.0.1:3306 is listed twice",
+        ),
+        ("  servers: [10.0.0.1]\n", "backend.servers[0]", "expected 'host:port'"),
+        (
+            "  servers:\n    - {address: 10.0.0.1:3306, weight: 2}\n",
+            "backend.servers[0].weight",
+            "unknown key",
+        ),
+        (
+            "  servers: [10.0.0.1:3306]\n  monitor_password: x\n",
+            "backend.monitor_user",
+            "missing (monitor_password is set)",
+        ),
+    ],
+)
+def test_backend_server_errors(tmp_path: Path, backend: str, key: str, reason: str) -> None:
+    text = MINIMAL.replace("  address: 127.0.0.1:3306\n", backend)
+    error = load_error(tmp_path, text)
+    assert (error.key, error.reason[: len(reason)]) == (key, reason)
+
+
+def test_several_servers_need_an_account_for_the_monitor(tmp_path: Path) -> None:
+    text = (
+        "listen: 127.0.0.1:6033\nbackend:\n  servers: [10.0.0.1:3306, 10.0.0.2:3306]\n"
+        "users_from_server:\n  user: lookup\n  password: x\n"
+    )
+    error = load_error(tmp_path, text)
+    assert error.key == "backend.monitor_user" and "monitor needs an account" in error.reason
+    with_monitor = text.replace("3306]\n", "3306]\n  monitor_user: mon\n  monitor_password: m\n")
+    assert load_config(write(tmp_path, with_monitor)).backend.monitor_user == "mon"

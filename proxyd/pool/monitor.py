@@ -1,0 +1,128 @@
+"""Which of several servers is the primary, asked of the servers themselves.
+
+Every ``backend.monitor_interval`` the monitor asks each server ``@@read_only`` and
+``@@innodb_read_only`` over a connection of its own (as ``backend.monitor_user``, or the
+first user's backend account). The primary is the one writable server; the others are
+replicas. An external promotion (an operator or an orchestrator makes a replica writable
+and the old primary read-only, or stops it) is seen within one interval, and the daemon
+then moves the pools to the new primary (``on_primary``). Two writable servers at once
+are logged as an error and nothing moves: writes stay on the last known primary rather
+than going to both. No writable server (the primary died or was demoted, no replica
+promoted yet): nothing moves either; the pools keep trying the old primary, whose
+clients get its own answers or the failure policy's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from proxyd.config import UserConfig
+from proxyd.pool.server import Server
+from proxyd.server.connection import BackendConnection, BackendError
+
+log = logging.getLogger("proxyd.monitor")
+
+PRIMARY = "primary"
+REPLICA = "replica"
+DOWN = "down"
+
+
+class Monitor:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        servers: list[Server],
+        account: UserConfig,
+        interval: float,
+        on_primary: Callable[[Server], None],
+    ) -> None:
+        self.servers = servers
+        self.account = account
+        self.interval = interval
+        self.on_primary = on_primary
+        self.primary: Server | None = None
+        self._conns: dict[int, BackendConnection] = {}  # by id(server)
+        self._split_brain: tuple[str, ...] = ()  # the writable servers last logged
+
+    async def run(self) -> None:
+        while True:
+            await self.check()
+            await asyncio.sleep(self.interval)
+
+    async def check(self) -> None:
+        """One round: ask every server, then decide."""
+        await asyncio.gather(*(self._ask(server) for server in self.servers))
+        self._decide()
+
+    async def _ask(self, server: Server) -> None:
+        conn = self._conns.get(id(server))
+        try:
+            if conn is None or conn.closed:
+                conn = self._conns[id(server)] = await asyncio.wait_for(
+                    server.connect(self.account, 0, self._lost), 2 * self.interval + 5
+                )
+            rows = await asyncio.wait_for(
+                conn.query(b"SELECT @@read_only, @@innodb_read_only"),
+                server.config.ping_timeout,
+            )
+        except (BackendError, OSError, asyncio.TimeoutError) as exc:
+            if conn is not None:
+                conn.close("monitor check failed")
+                self._conns.pop(id(server), None)
+            if server.role != DOWN:
+                log.warning("server %s is out: %s", server.config.address, exc or "timed out")
+            server.role = DOWN
+            server.read_only = None
+            server.monitor_error = str(exc) or "timed out"
+            return
+        if not isinstance(rows, list) or not rows:
+            return
+        read_only = any(value not in (None, b"0") for value in rows[0])
+        server.read_only = read_only
+        server.monitor_error = ""
+
+    def _lost(self, conn: BackendConnection, reason: str) -> None:
+        for key, held in list(self._conns.items()):
+            if held is conn:
+                del self._conns[key]
+
+    def _decide(self) -> None:
+        writable = [s for s in self.servers if s.read_only is False]
+        for server in self.servers:
+            if server.read_only is not None:
+                server.role = REPLICA
+        chosen = self.primary
+        if len(writable) == 1:
+            chosen = writable[0]
+            self._split_brain = ()
+        elif len(writable) > 1:
+            names = tuple(str(s.config.address) for s in writable)
+            if names != self._split_brain:
+                self._split_brain = names
+                log.error(
+                    "%d servers are writable at once (%s); writes stay on %s until only one is",
+                    len(writable),
+                    ", ".join(names),
+                    self.primary.config.address if self.primary is not None else "none",
+                )
+            if chosen not in writable:
+                chosen = None
+        if chosen is not None and chosen.read_only is False:
+            chosen.role = PRIMARY
+        if chosen is not None and chosen is not self.primary:
+            previous = self.primary
+            self.primary = chosen
+            log.warning(
+                "primary is now %s%s",
+                chosen.config.address,
+                f" (was {previous.config.address})" if previous is not None else "",
+            )
+            self.on_primary(chosen)
+
+    def close(self) -> None:
+        for conn in self._conns.values():
+            conn.close("shutting down")
+        self._conns.clear()

@@ -1,0 +1,201 @@
+"""Several servers (issue 13, first part): the primary found by asking the servers, and a
+failover to a promoted replica that drops no client and loses no acknowledged write.
+
+Real MariaDB GTID replication (tests/support/replication.py): a primary and two replicas.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pymysql
+import pytest
+
+from tests.support.mariadb import MariaDBServer
+from tests.support.processes import wait_until
+from tests.support.proxy import ProxydProcess, backend_address
+from tests.support.replication import ReplicaSet
+
+# Client-side codes of a connection that broke: what proxyd must never let through.
+DROPPED = {2006, 2013, 2014, 2055}
+
+
+@pytest.fixture
+def replicas(mariadb_factory: Callable[..., MariaDBServer]) -> ReplicaSet:
+    return ReplicaSet(mariadb_factory)
+
+
+def _proxy(
+    proxyd: Callable[..., ProxydProcess], servers: list[MariaDBServer], **backend: Any
+) -> ProxydProcess:
+    return proxyd(
+        {
+            "backend": {
+                "address": None,
+                "servers": [backend_address(s) for s in servers],
+                "monitor_interval": "0.2s",
+                **backend,
+            },
+            "pool": {"max_size": 8, "min_idle": 2, "acquire_timeout": "20s"},
+            "retry": {"timeout": "20s"},
+        },
+        backend=servers[0],
+    )
+
+
+def _one(conn: Any, sql: str, args: Any = None) -> Any:
+    with conn.cursor() as cur:
+        cur.execute(sql, args)
+        return cur.fetchone()
+
+
+def test_clients_reach_the_writable_server_wherever_it_is_listed(
+    proxyd: Callable[..., ProxydProcess], replicas: ReplicaSet
+) -> None:
+    first, second = replicas.replicas
+    # The primary is listed last: the monitor, not the order, decides.
+    proxy = _proxy(proxyd, [first, second, replicas.primary])
+    client = proxy.connect()
+    assert _one(client, "SELECT @@server_id") == (replicas.server_id(replicas.primary),)
+    _one(client, "CREATE TABLE IF NOT EXISTS t_where (id INT PRIMARY KEY)")
+    _one(client, "INSERT INTO t_where VALUES (1)")
+    replicas.caught_up(first)
+    assert first.execute("SELECT id FROM test.t_where") == [(1,)]
+    assert "primary is now" in proxy.log_text()
+
+
+def test_two_writable_servers_are_logged_and_writes_do_not_split(
+    proxyd: Callable[..., ProxydProcess], replicas: ReplicaSet
+) -> None:
+    proxy = _proxy(proxyd, replicas.servers)
+    client = proxy.connect()
+    primary_id = replicas.server_id(replicas.primary)
+    assert _one(client, "SELECT @@server_id") == (primary_id,)
+    rogue = replicas.replicas[0]
+    rogue.execute("SET GLOBAL read_only = 0")
+    assert wait_until(lambda: "servers are writable at once" in proxy.log_text(), 5)
+    for _ in range(20):
+        assert _one(client, "SELECT @@server_id") == (primary_id,)
+    rogue.execute("SET GLOBAL read_only = 1")
+
+
+def test_a_server_that_is_down_is_never_chosen(
+    proxyd: Callable[..., ProxydProcess], replicas: ReplicaSet
+) -> None:
+    # An address where nothing listens, listed first.
+    dead = replicas.replicas[1]
+    dead.stop()
+    proxy = _proxy(proxyd, [dead, replicas.primary])
+    assert _one(proxy.connect(), "SELECT @@server_id") == (replicas.server_id(replicas.primary),)
+    assert wait_until(lambda: f"server {backend_address(dead)} is out" in proxy.log_text(), 5)
+
+
+class _Traffic:
+    """Writers inserting ids through proxyd, readers reading: every outcome kept."""
+
+    def __init__(self, proxy: ProxydProcess, writers: int = 4, readers: int = 4) -> None:
+        self.proxy = proxy
+        self.stop = threading.Event()
+        self.acked: list[int] = []
+        self.write_errors: list[int] = []
+        self.messages: list[str] = []  # of write_errors, for a failing assertion to show
+        self.read_errors: list[str] = []
+        self.dropped: list[str] = []
+        self.last_writer_server: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._write, args=(n,)) for n in range(writers)
+        ] + [threading.Thread(target=self._read) for _ in range(readers)]
+
+    def __enter__(self) -> _Traffic:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+    def _write(self, n: int) -> None:
+        conn = self.proxy.connect(read_timeout=60, write_timeout=60)
+        next_id = n * 1_000_000
+        while not self.stop.is_set():
+            next_id += 1
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("INSERT INTO failover (id) VALUES (%s)", (next_id,))
+                    cur.execute("SELECT @@server_id")
+                    row = cur.fetchone()
+            except pymysql.err.MySQLError as exc:
+                code = exc.args[0] if exc.args else 0
+                with self._lock:
+                    if code in DROPPED or isinstance(exc, pymysql.err.InterfaceError):
+                        self.dropped.append(repr(exc))
+                        return
+                    self.write_errors.append(code)
+                    self.messages.append(str(exc))
+                time.sleep(0.02)
+                continue
+            with self._lock:
+                self.acked.append(next_id)
+                self.last_writer_server[n] = int(row[0])
+
+    def _read(self) -> None:
+        conn = self.proxy.connect(read_timeout=60, write_timeout=60)
+        while not self.stop.is_set():
+            try:
+                _one(conn, "SELECT COUNT(*) FROM failover")
+            except pymysql.err.MySQLError as exc:
+                with self._lock:
+                    if exc.args and exc.args[0] in DROPPED:
+                        self.dropped.append(repr(exc))
+                        return
+                    self.read_errors.append(repr(exc))
+            time.sleep(0.005)
+
+
+def test_failover_to_a_promoted_replica_drops_no_client_and_loses_no_write(
+    proxyd: Callable[..., ProxydProcess], replicas: ReplicaSet
+) -> None:
+    old = replicas.primary
+    new, other = replicas.replicas
+    old.execute("CREATE TABLE test.failover (id BIGINT PRIMARY KEY)")
+    replicas.caught_up(new)
+    replicas.caught_up(other)
+    proxy = _proxy(proxyd, replicas.servers)
+    new_id = replicas.server_id(new)
+    with _Traffic(proxy) as traffic:
+        time.sleep(1.0)
+        # What an orchestrator does: stop writes on the primary, let a replica catch up,
+        # stop the old primary, promote the replica, point the other one at it.
+        replicas.demote()
+        replicas.caught_up(new)
+        old.stop()
+        replicas.promote(new)
+        promoted_at = time.monotonic()
+        assert wait_until(
+            lambda: (
+                len(traffic.last_writer_server) == 4
+                and set(traffic.last_writer_server.values()) == {new_id}
+            ),
+            10,
+        ), (traffic.last_writer_server, traffic.dropped[:3], traffic.messages[-3:])
+        resumed_after = time.monotonic() - promoted_at
+        time.sleep(1.0)
+    assert traffic.dropped == [], traffic.dropped[:5]
+    assert traffic.read_errors == [], traffic.read_errors[:5]
+    # Writes refused meanwhile were refused by a read-only server (1290) or told in
+    # doubt; none is a dropped connection.
+    assert set(traffic.write_errors) <= {1290, 1105, 1213}, traffic.messages[-5:]
+    acked = traffic.acked
+    assert len(acked) > 100
+    stored = {row[0] for row in new.execute("SELECT id FROM test.failover")}
+    missing = [i for i in acked if i not in stored]
+    assert missing == [], f"{len(missing)} acknowledged writes lost, e.g. {missing[:5]}"
+    replicas.caught_up(other)
+    assert other.execute("SELECT COUNT(*) FROM test.failover") == [(len(stored),)]
+    assert resumed_after < 5, resumed_after
