@@ -7,9 +7,10 @@ text and returns a ResultSet, Done (an OK) or Failed (an ERR):
                         the longest current wait
   SHOW CLIENTS          each client: id, user, address, state, backend, idle time, pins
   SHOW SERVERS          each backend connection: id on the server, age, idle time, learned
-                        wait_timeout, last ping, state; while the server cannot be
-                        reached, a row per pool saying why (a refused login, a
-                        certificate that failed verification)
+                        wait_timeout, last ping, state, the server's role; while the
+                        server cannot be reached, a row per pool saying why (a refused
+                        login, a certificate that failed verification); with several
+                        servers, a row for each server no pool uses (replica, down)
   SHOW STATS            counters: queries, retries, errors hidden and passed on, recycles
                         by reason, pings...
   SHOW CONFIG           the running config, passwords shown as ***
@@ -46,7 +47,7 @@ from proxyd.registry import PoolSummary, ReloadResult
 
 if TYPE_CHECKING:
     from proxyd.frontend import ClientSession
-    from proxyd.pool import Pool
+    from proxyd.pool import Pool, Server
     from proxyd.server.connection import BackendConnection
     from proxyd.stats import Stats
 
@@ -76,6 +77,9 @@ class Operated(Protocol):
 
     @property
     def server(self) -> ServerInfo: ...
+
+    @property
+    def servers(self) -> Sequence[Server]: ...
 
     @property
     def sessions(self) -> Collection[ClientSession]: ...
@@ -192,24 +196,37 @@ def client_columns(now: float) -> list[Column[ClientSession]]:
 
 @dataclass(frozen=True, slots=True)
 class _ServerRow:
-    """One row of SHOW SERVERS: a backend connection and the pool it belongs to; or, for
-    a pool without connections while the server fails, that failure (conn None)."""
+    """One row of SHOW SERVERS: a backend connection, the pool it belongs to and its
+    server; or, with no connection (conn None), a pool whose server fails, or (pool None
+    too) a server of backend.servers that no pool uses."""
 
-    pool: Pool
-    conn: BackendConnection | None
-    idle: bool  # in the pool's idle list
+    server: Server
+    pool: Pool | None = None
+    conn: BackendConnection | None = None
+    idle: bool = False  # in the pool's idle list
 
 
-def _server_rows(pools: Iterable[Pool]) -> Iterator[_ServerRow]:
+def _server_rows(pools: Iterable[Pool], servers: Sequence[Server]) -> Iterator[_ServerRow]:
+    by_address = {server.config.address: server for server in servers}
+    shown: set[int] = set()
     for pool in pools:
         idle = set(pool.idle)
         for conn in sorted(pool.conns, key=lambda c: c.id):
-            yield _ServerRow(pool, conn, conn in idle)
+            server = by_address.get(conn.address, pool.server)
+            shown.add(id(server))
+            yield _ServerRow(server, pool, conn, conn in idle)
         if not pool.conns and not pool.server.up and pool.server.last_error:
-            yield _ServerRow(pool, None, False)
+            shown.add(id(pool.server))
+            yield _ServerRow(pool.server, pool)
+    if len(servers) > 1:
+        for server in servers:
+            if id(server) not in shown:
+                yield _ServerRow(server)
 
 
 def _backend_state(b: _ServerRow) -> str:
+    if b.pool is None:
+        return b.server.role or "unknown"  # a server no pool uses: what the monitor found
     if b.conn is None:
         return "unreachable"
     if b.idle:
@@ -223,7 +240,7 @@ def _backend_state(b: _ServerRow) -> str:
 
 def _retiring(b: _ServerRow) -> bool:
     # Opened before a RECONNECT or reload drained its pool, or to a former backend.address.
-    if b.conn is None:
+    if b.conn is None or b.pool is None:
         return False
     return b.conn.created_at < b.pool.drain_before or b.conn.address != b.pool.server.config.address
 
@@ -235,13 +252,13 @@ def _of_conn(get: Callable[[BackendConnection], Any]) -> Callable[[_ServerRow], 
 def server_columns(now: float) -> list[Column[_ServerRow]]:
     # Annotated apart from the return: mypy checks the lambdas only then.
     columns: list[Column[_ServerRow]] = [
-        Column("user", TEXT, lambda b: b.pool.name),
+        Column("user", TEXT, lambda b: None if b.pool is None else b.pool.name),
         Column("id", INT, _of_conn(lambda c: c.id)),
         Column("thread_id", INT, _of_conn(lambda c: c.thread_id)),
         Column(
             "address",
             TEXT,
-            lambda b: str(b.pool.server.config.address if b.conn is None else b.conn.address),
+            lambda b: str(b.server.config.address if b.conn is None else b.conn.address),
         ),
         Column("state", TEXT, _backend_state),
         Column("client", INT, _of_conn(lambda c: c.holder.id if c.holder is not None else None)),
@@ -255,8 +272,15 @@ def server_columns(now: float) -> list[Column[_ServerRow]]:
         ),
         Column("uses", INT, _of_conn(lambda c: c.uses)),
         Column("retiring", TEXT, lambda b: _yes_no(_retiring(b))),
-        # Why connecting fails (a refused login, a certificate that failed verification).
-        Column("error", TEXT, lambda b: b.pool.server.last_error if b.conn is None else None),
+        # With several servers: primary, replica or down, as the monitor last found it.
+        Column("role", TEXT, lambda b: b.server.role or None),
+        # Why connecting fails (a refused login, a certificate that failed verification),
+        # or why the monitor has a server out.
+        Column(
+            "error",
+            TEXT,
+            lambda b: (b.server.monitor_error or b.server.last_error) if b.conn is None else None,
+        ),
     ]
     return columns
 
@@ -338,7 +362,10 @@ class Console:
         return table(client_columns(time.monotonic()), sessions)
 
     async def show_servers(self) -> Answer:
-        return table(server_columns(time.monotonic()), _server_rows(self.daemon.all_pools()))
+        return table(
+            server_columns(time.monotonic()),
+            _server_rows(self.daemon.all_pools(), self.daemon.servers),
+        )
 
     async def show_stats(self) -> Answer:
         from proxyd.metrics import COUNTERS

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Iterator
-from typing import Protocol
+from collections.abc import Collection, Iterator, Sequence
+from typing import Any, Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -116,6 +116,10 @@ COUNTERS: dict[str, tuple[str, str]] = {
 class ServerHealth(Protocol):
     up: bool
     last_error: str
+    role: str  # with several servers: primary, replica or down ("" with one)
+
+    @property
+    def config(self) -> Any: ...
 
 
 class Observed(Protocol):
@@ -125,6 +129,9 @@ class Observed(Protocol):
 
     @property
     def server(self) -> ServerHealth: ...
+
+    @property
+    def servers(self) -> Sequence[ServerHealth]: ...
 
     @property
     def sessions(self) -> Collection[object]: ...
@@ -183,6 +190,17 @@ class DaemonCollector:
         )
         up.add_metric([], 1 if daemon.server.up else 0)
         yield up
+
+        each = GaugeMetricFamily(
+            "proxyd_server_up",
+            "Per server of backend.servers: 1 while it answers proxyd (its role as a label:"
+            " primary, replica, down; empty with one server)",
+            labels=["address", "role"],
+        )
+        for server in daemon.servers:
+            alive = server.role != "down" if server.role else server.up
+            each.add_metric([str(server.config.address), server.role], 1 if alive else 0)
+        yield each
 
         logging_in, slowed = daemon.login_state()
         logins = GaugeMetricFamily(

@@ -6,16 +6,19 @@ Real MariaDB GTID replication (tests/support/replication.py): a primary and two 
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 import pymysql
+import pymysql.cursors
 import pytest
 
 from tests.support.mariadb import MariaDBServer
-from tests.support.processes import wait_until
+from tests.support.processes import free_port, wait_until
 from tests.support.proxy import ProxydProcess, backend_address
 from tests.support.replication import ReplicaSet
 
@@ -31,19 +34,47 @@ def replicas(mariadb_factory: Callable[..., MariaDBServer]) -> ReplicaSet:
 def _proxy(
     proxyd: Callable[..., ProxydProcess], servers: list[MariaDBServer], **backend: Any
 ) -> ProxydProcess:
+    return _proxy_at(proxyd, [backend_address(s) for s in servers], **backend)
+
+
+def _proxy_at(
+    proxyd: Callable[..., ProxydProcess], addresses: list[str], **backend: Any
+) -> ProxydProcess:
     return proxyd(
         {
             "backend": {
                 "address": None,
-                "servers": [backend_address(s) for s in servers],
+                "servers": addresses,
                 "monitor_interval": "0.2s",
                 **backend,
             },
             "pool": {"max_size": 8, "min_idle": 2, "acquire_timeout": "20s"},
             "retry": {"timeout": "20s"},
+            "admin": {"listen": f"127.0.0.1:{free_port()}", "password": "adminpw"},
+            "metrics": {"listen": f"127.0.0.1:{free_port()}"},
         },
-        backend=servers[0],
     )
+
+
+def _show_servers(proxy: ProxydProcess) -> list[dict[str, Any]]:
+    host, port = proxy.config["admin"]["listen"].rsplit(":", 1)
+    with (
+        pymysql.connect(
+            host=host,
+            port=int(port),
+            user="admin",
+            password="adminpw",
+            cursorclass=pymysql.cursors.DictCursor,
+        ) as admin,
+        admin.cursor() as cur,
+    ):
+        cur.execute("SHOW SERVERS")
+        return list(cur.fetchall())
+
+
+def _metrics(proxy: ProxydProcess) -> str:
+    with urllib.request.urlopen(f"http://{proxy.config['metrics']['listen']}/metrics") as answer:
+        return str(answer.read().decode())
 
 
 def _one(conn: Any, sql: str, args: Any = None) -> Any:
@@ -65,6 +96,16 @@ def test_clients_reach_the_writable_server_wherever_it_is_listed(
     replicas.caught_up(first)
     assert first.execute("SELECT id FROM test.t_where") == [(1,)]
     assert "primary is now" in proxy.log_text()
+    # The admin console: the pool's connections go to the primary, and each replica,
+    # which no pool uses, has a row of its own.
+    rows = _show_servers(proxy)
+    primary = backend_address(replicas.primary)
+    assert {r["role"] for r in rows if r["address"] == primary} == {"primary"}
+    for replica in (first, second):
+        [row] = [r for r in rows if r["address"] == backend_address(replica)]
+        assert (row["user"], row["state"], row["role"]) == (None, "replica", "replica"), row
+    metrics = _metrics(proxy)
+    assert f'proxyd_server_up{{address="{primary}",role="primary"}} 1.0' in metrics
 
 
 def test_two_writable_servers_are_logged_and_writes_do_not_split(
@@ -91,6 +132,44 @@ def test_a_server_that_is_down_is_never_chosen(
     proxy = _proxy(proxyd, [dead, replicas.primary])
     assert _one(proxy.connect(), "SELECT @@server_id") == (replicas.server_id(replicas.primary),)
     assert wait_until(lambda: f"server {backend_address(dead)} is out" in proxy.log_text(), 5)
+    [row] = [r for r in _show_servers(proxy) if r["address"] == backend_address(dead)]
+    assert (row["state"], row["role"]) == ("down", "down"), row
+    assert "cannot connect" in row["error"], row
+    address = backend_address(dead)
+    assert f'proxyd_server_up{{address="{address}",role="down"}} 0.0' in _metrics(proxy)
+
+
+def test_something_that_is_not_a_mysql_server_is_never_chosen(
+    proxyd: Callable[..., ProxydProcess], replicas: ReplicaSet
+) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        stop = threading.Event()
+
+        def babble() -> None:
+            listener.settimeout(0.1)
+            while not stop.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                with conn:
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+        thread = threading.Thread(target=babble)
+        thread.start()
+        try:
+            fake = f"127.0.0.1:{listener.getsockname()[1]}"
+            proxy = _proxy_at(proxyd, [fake, backend_address(replicas.primary)])
+            client = proxy.connect()
+            expected = (replicas.server_id(replicas.primary),)
+            assert _one(client, "SELECT @@server_id") == expected
+            [row] = [r for r in _show_servers(proxy) if r["address"] == fake]
+            assert row["role"] == "down" and row["error"], row
+        finally:
+            stop.set()
+            thread.join(5)
 
 
 class _Traffic:

@@ -50,6 +50,7 @@ SERVER_COLUMNS = [
     "last_ping",
     "uses",
     "retiring",
+    "role",
     "error",
 ]
 
