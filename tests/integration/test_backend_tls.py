@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pymysql
-import pymysql.cursors
 import pytest
 
 from tests.support.certs import CertificateAuthority
@@ -51,23 +50,6 @@ def _proxy(
         },
         backend=server,
     )
-
-
-def _show_servers(proxy: ProxydProcess) -> list[dict[str, Any]]:
-    listen = proxy.config["admin"]["listen"]
-    host, port = listen.rsplit(":", 1)
-    with (
-        pymysql.connect(
-            host=host,
-            port=int(port),
-            user="admin",
-            password="adminpw",
-            cursorclass=pymysql.cursors.DictCursor,
-        ) as admin,
-        admin.cursor() as cur,
-    ):
-        cur.execute("SHOW SERVERS")
-        return list(cur.fetchall())
 
 
 def _one(conn: Any, sql: str) -> Any:
@@ -158,6 +140,6 @@ def test_a_certificate_that_fails_verification_is_refused_not_bypassed(
     # The server never saw a plaintext login from proxyd.
     assert "require_secure_transport" not in log
     # The operator sees why in the admin console.
-    [row] = _show_servers(proxy)
+    [row] = proxy.admin_rows("SHOW SERVERS")
     assert row["state"] == "unreachable" and row["id"] is None, row
     assert "certificate was refused" in row["error"], row

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pymysql
-import pymysql.cursors
 import pytest
 
 from tests.support.mariadb import MariaDBServer
@@ -56,22 +55,6 @@ def _proxy_at(
     )
 
 
-def _show_servers(proxy: ProxydProcess) -> list[dict[str, Any]]:
-    host, port = proxy.config["admin"]["listen"].rsplit(":", 1)
-    with (
-        pymysql.connect(
-            host=host,
-            port=int(port),
-            user="admin",
-            password="adminpw",
-            cursorclass=pymysql.cursors.DictCursor,
-        ) as admin,
-        admin.cursor() as cur,
-    ):
-        cur.execute("SHOW SERVERS")
-        return list(cur.fetchall())
-
-
 def _metrics(proxy: ProxydProcess) -> str:
     with urllib.request.urlopen(f"http://{proxy.config['metrics']['listen']}/metrics") as answer:
         return str(answer.read().decode())
@@ -98,7 +81,7 @@ def test_clients_reach_the_writable_server_wherever_it_is_listed(
     assert "primary is now" in proxy.log_text()
     # The admin console: the pool's connections go to the primary, and each replica,
     # which no pool uses, has a row of its own.
-    rows = _show_servers(proxy)
+    rows = proxy.admin_rows("SHOW SERVERS")
     primary = backend_address(replicas.primary)
     assert {r["role"] for r in rows if r["address"] == primary} == {"primary"}
     for replica in (first, second):
@@ -132,7 +115,7 @@ def test_a_server_that_is_down_is_never_chosen(
     proxy = _proxy(proxyd, [dead, replicas.primary])
     assert _one(proxy.connect(), "SELECT @@server_id") == (replicas.server_id(replicas.primary),)
     assert wait_until(lambda: f"server {backend_address(dead)} is out" in proxy.log_text(), 5)
-    [row] = [r for r in _show_servers(proxy) if r["address"] == backend_address(dead)]
+    [row] = [r for r in proxy.admin_rows("SHOW SERVERS") if r["address"] == backend_address(dead)]
     assert (row["state"], row["role"]) == ("down", "down"), row
     assert "cannot connect" in row["error"], row
     address = backend_address(dead)
@@ -165,7 +148,7 @@ def test_something_that_is_not_a_mysql_server_is_never_chosen(
             client = proxy.connect()
             expected = (replicas.server_id(replicas.primary),)
             assert _one(client, "SELECT @@server_id") == expected
-            [row] = [r for r in _show_servers(proxy) if r["address"] == fake]
+            [row] = [r for r in proxy.admin_rows("SHOW SERVERS") if r["address"] == fake]
             assert row["role"] == "down" and row["error"], row
         finally:
             stop.set()

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pymysql
+import pymysql.cursors
 import yaml
 
 from tests.support.processes import (
@@ -237,3 +238,22 @@ class ProxydProcess:
         }
         params.update(kw)
         return pymysql.connect(**params)
+
+    def admin_rows(self, sql: str) -> list[dict[str, Any]]:
+        """One statement of the admin console (``admin`` in the overrides, as
+        ``{"listen": ..., "password": ...}``), rows as dicts by column name."""
+        admin = self.config["admin"]
+        host, port = split_address(admin["listen"])
+        with (
+            pymysql.connect(
+                host=host,
+                port=port,
+                user=admin.get("user", "admin"),
+                password=admin["password"],
+                cursorclass=pymysql.cursors.DictCursor,
+                connect_timeout=5,
+            ) as conn,
+            conn.cursor() as cur,
+        ):
+            cur.execute(sql)
+            return list(cur.fetchall())
