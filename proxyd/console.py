@@ -245,6 +245,13 @@ def _retiring(b: _ServerRow) -> bool:
     return b.conn.created_at < b.pool.drain_before or b.conn.address != b.pool.server.config.address
 
 
+def _server_error(b: _ServerRow) -> str | None:
+    server = b.server
+    if b.conn is None:
+        return server.monitor_error or server.replication_error or server.last_error or None
+    return server.replication_error or None
+
+
 def _of_conn(get: Callable[[BackendConnection], Any]) -> Callable[[_ServerRow], Any]:
     return lambda b: None if b.conn is None else get(b.conn)
 
@@ -274,13 +281,11 @@ def server_columns(now: float) -> list[Column[_ServerRow]]:
         Column("retiring", TEXT, lambda b: _yes_no(_retiring(b))),
         # With several servers: primary, replica or down, as the monitor last found it.
         Column("role", TEXT, lambda b: b.server.role or None),
+        # A replica's Seconds_Behind_Master as the monitor last read it.
+        Column("lag", REAL, lambda b: b.server.lag),
         # Why connecting fails (a refused login, a certificate that failed verification),
-        # or why the monitor has a server out.
-        Column(
-            "error",
-            TEXT,
-            lambda b: (b.server.monitor_error or b.server.last_error) if b.conn is None else None,
-        ),
+        # why the monitor has a server out, or why a replica's replication is broken.
+        Column("error", TEXT, _server_error),
     ]
     return columns
 

@@ -117,6 +117,7 @@ class ServerHealth(Protocol):
     up: bool
     last_error: str
     role: str  # with several servers: primary, replica or down ("" with one)
+    lag: float | None  # a replica's Seconds_Behind_Master, when known
 
     @property
     def config(self) -> Any: ...
@@ -201,6 +202,17 @@ class DaemonCollector:
             alive = server.role != "down" if server.role else server.up
             each.add_metric([str(server.config.address), server.role], 1 if alive else 0)
         yield each
+
+        lag = GaugeMetricFamily(
+            "proxyd_server_replication_lag_seconds",
+            "Per replica: Seconds_Behind_Master as the monitor last read it (absent while"
+            " unknown: replication stopped, or not readable)",
+            labels=["address"],
+        )
+        for server in daemon.servers:
+            if server.lag is not None:
+                lag.add_metric([str(server.config.address)], server.lag)
+        yield lag
 
         logging_in, slowed = daemon.login_state()
         logins = GaugeMetricFamily(

@@ -83,6 +83,35 @@ class Monitor:
         read_only = any(value not in (None, b"0") for value in rows[0])
         server.read_only = read_only
         server.monitor_error = ""
+        server.lag = None
+        server.replication_error = ""
+        if read_only:
+            await self._replication(server, conn)
+
+    async def _replication(self, server: Server, conn: BackendConnection) -> None:
+        """A replica's lag (Seconds_Behind_Master), or why its replication is broken;
+        nothing if the account may not read it (SLAVE MONITOR / REPLICATION CLIENT)."""
+        try:
+            rows = await asyncio.wait_for(
+                conn.query_named(b"SHOW SLAVE STATUS"), server.config.ping_timeout
+            )
+        except (BackendError, asyncio.TimeoutError) as exc:
+            if conn.closed:
+                raise
+            server.replication_error = f"replication status unknown: {exc or 'timed out'}"
+            return
+        if not rows:
+            return  # read-only, replicating from nothing: a standalone read-only server
+        status = {key: (value or b"").decode("utf-8", "replace") for key, value in rows[0].items()}
+        io, sql = status.get("Slave_IO_Running", ""), status.get("Slave_SQL_Running", "")
+        if io == "Yes" and sql == "Yes" and status.get("Seconds_Behind_Master", "").isdigit():
+            server.lag = float(status["Seconds_Behind_Master"])
+            return
+        reason = status.get("Last_SQL_Error") or status.get("Last_IO_Error") or ""
+        broken = f"replication stopped (IO thread: {io or '?'}, SQL thread: {sql or '?'})"
+        if io == "Connecting":
+            broken = "replication is reconnecting to its primary"
+        server.replication_error = broken + (f": {reason}" if reason else "")
 
     def _lost(self, conn: BackendConnection, reason: str) -> None:
         for key, held in list(self._conns.items()):

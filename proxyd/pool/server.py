@@ -75,6 +75,8 @@ class Server:
         self.role = ""
         self.read_only: bool | None = None
         self.monitor_error = ""
+        self.lag: float | None = None  # a replica's Seconds_Behind_Master; None: unknown
+        self.replication_error = ""  # why a replica's lag is unknown (replication broken)
         self.failures = 0
         self.next_attempt = 0.0
         self.last_error = ""

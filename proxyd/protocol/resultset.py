@@ -16,6 +16,20 @@ from proxyd.protocol.packets import Reader, encode_packet, lenenc_int, lenenc_st
 Row = tuple[bytes | None, ...]
 
 
+def column_names(packets: list[bytes]) -> list[bytes]:
+    """The column names of a result set's answer (empty for an OK or ERR)."""
+    if not packets or packets[0][:1] in (b"\x00", b"\xff"):
+        return []
+    ncols = Reader(packets[0]).lenenc_int()
+    names = []
+    for payload in packets[1 : 1 + ncols]:
+        r = Reader(payload)
+        for _ in range(4):  # catalog, schema, table, org_table
+            r.lenenc_str()
+        names.append(r.lenenc_str())
+    return names
+
+
 def decode_text_result(packets: list[bytes], capabilities: int) -> OkPacket | ErrPacket | list[Row]:
     """Decode the packets of one complete answer to a COM_QUERY."""
     if not packets:

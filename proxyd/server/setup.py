@@ -32,7 +32,7 @@ from proxyd.protocol.messages import (
     parse_err,
     parse_stmt_prepare_ok,
 )
-from proxyd.protocol.resultset import decode_text_result
+from proxyd.protocol.resultset import column_names, decode_text_result
 from proxyd.variables import CHARSET_VARIABLES, REPORTED_VARIABLES, UNMOVABLE_VARIABLES
 
 SESSION_TRACKING_SETUP = (
@@ -120,6 +120,22 @@ class ServerSession:
                 result,
             )
         return result
+
+    async def query_named(self, sql: bytes) -> list[dict[str, bytes | None]]:
+        """The rows of a SHOW or SELECT, each by column name (SHOW SLAVE STATUS has
+        dozens of columns whose order differs between servers)."""
+        packets = await self.command(COMMAND.COM_QUERY, sql)
+        result = decode_text_result(packets, self.capabilities)
+        if isinstance(result, ErrPacket):
+            raise BackendError(
+                f"{sql[:60]!r} failed: {result.error_code} "
+                f"{result.message.decode(errors='replace')}",
+                result,
+            )
+        if not isinstance(result, list):
+            return []
+        names = [name.decode("utf-8", "replace") for name in column_names(packets)]
+        return [dict(zip(names, row, strict=True)) for row in result]
 
     async def ping(self, timeout: float) -> None:
         packets = await asyncio.wait_for(self.command(COMMAND.COM_PING), timeout)

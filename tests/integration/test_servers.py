@@ -122,6 +122,41 @@ def test_a_server_that_is_down_is_never_chosen(
     assert f'proxyd_server_up{{address="{address}",role="down"}} 0.0' in _metrics(proxy)
 
 
+def test_replication_lag_and_broken_replication_are_shown(
+    proxyd: Callable[..., ProxydProcess], replicas: ReplicaSet
+) -> None:
+    healthy, broken = replicas.replicas
+    proxy = _proxy(proxyd, replicas.servers)
+
+    def row(server: MariaDBServer) -> dict[str, Any]:
+        [found] = [
+            r for r in proxy.admin_rows("SHOW SERVERS") if r["address"] == backend_address(server)
+        ]
+        return found
+
+    assert wait_until(lambda: row(healthy)["lag"] == 0.0, 5), row(healthy)
+    assert row(healthy)["error"] is None
+    metrics = _metrics(proxy)
+    assert (
+        f'proxyd_server_replication_lag_seconds{{address="{backend_address(healthy)}"}} 0.0'
+        in metrics
+    )
+    # Replication that stops (here by hand; a failed event stops it the same way) leaves
+    # the lag unknown, and says why.
+    broken.execute("STOP SLAVE SQL_THREAD")
+    assert wait_until(lambda: row(broken)["lag"] is None and row(broken)["error"], 5)
+    assert (
+        "replication stopped" in row(broken)["error"] and "SQL thread: No" in row(broken)["error"]
+    )
+    lag_lines = [
+        line
+        for line in _metrics(proxy).splitlines()
+        if line.startswith("proxyd_server_replication_lag_seconds{")
+    ]
+    assert lag_lines and not [line for line in lag_lines if backend_address(broken) in line]
+    broken.execute("START SLAVE SQL_THREAD")
+
+
 def test_something_that_is_not_a_mysql_server_is_never_chosen(
     proxyd: Callable[..., ProxydProcess], replicas: ReplicaSet
 ) -> None:

@@ -9,7 +9,12 @@ from proxyd.protocol.errors import ProtocolError
 from proxyd.protocol.messages import ErrPacket, OkPacket
 from proxyd.protocol.packets import Reader
 from proxyd.protocol.response import ResponseTracker
-from proxyd.protocol.resultset import column_definition, decode_text_result, encode_text_result
+from proxyd.protocol.resultset import (
+    column_definition,
+    column_names,
+    decode_text_result,
+    encode_text_result,
+)
 from tests.protocol.captured import CAPTURED, Session, payloads
 
 # Every session that ran the common statements with the text protocol.
@@ -115,3 +120,22 @@ def test_encoded_result_matches_what_mariadb_sends_in_shape() -> None:
         assert len(ours) == len(server)
         assert ours[0] == server[0] and ours[-2] == server[-2]
         assert ours[-1][0] == server[-1][0] == 0xFE
+
+
+@pytest.mark.parametrize("session", SESSIONS, ids=[s.name for s in SESSIONS])
+def test_column_names_of_captured_answers(session: Session) -> None:
+    def names(step: str) -> list[bytes]:
+        (command,) = [c for c in session.step(step) if c.command == COMMAND.COM_QUERY]
+        return column_names([p for _, p in payloads(command.answer)])
+
+    assert names("select_1") == [b"1"]
+
+
+def test_column_names_of_encoded_answers() -> None:
+    caps = CLIENT.PROTOCOL_41 | CLIENT.DEPRECATE_EOF
+    data = encode_text_result(["Slave_IO_Running", "Seconds_Behind_Master"], [("Yes", 0)], caps)
+    assert column_names([p for _, p in payloads(data)]) == [
+        b"Slave_IO_Running",
+        b"Seconds_Behind_Master",
+    ]
+    assert column_names([b"\x00\x00\x00\x02\x00\x00\x00"]) == []  # an OK

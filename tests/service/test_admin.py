@@ -51,6 +51,7 @@ SERVER_COLUMNS = [
     "uses",
     "retiring",
     "role",
+    "lag",
     "error",
 ]
 
