@@ -111,19 +111,21 @@ class ServerSession:
         self.vars.clear()
 
     async def query(self, sql: bytes) -> OkPacket | list[tuple[bytes | None, ...]]:
-        packets = await self.command(COMMAND.COM_QUERY, sql)
-        result = decode_text_result(packets, self.capabilities)
-        if isinstance(result, ErrPacket):
-            raise BackendError(
-                f"{sql[:60]!r} failed: {result.error_code} "
-                f"{result.message.decode(errors='replace')}",
-                result,
-            )
-        return result
+        return (await self._query(sql))[1]
 
     async def query_named(self, sql: bytes) -> list[dict[str, bytes | None]]:
         """The rows of a SHOW or SELECT, each by column name (SHOW SLAVE STATUS has
         dozens of columns whose order differs between servers)."""
+        packets, result = await self._query(sql)
+        if not isinstance(result, list):
+            return []
+        names = [name.decode("utf-8", "replace") for name in column_names(packets)]
+        return [dict(zip(names, row, strict=True)) for row in result]
+
+    async def _query(
+        self, sql: bytes
+    ) -> tuple[list[bytes], OkPacket | list[tuple[bytes | None, ...]]]:
+        """One of proxyd's own statements: its packets and decoded answer; an ERR raises."""
         packets = await self.command(COMMAND.COM_QUERY, sql)
         result = decode_text_result(packets, self.capabilities)
         if isinstance(result, ErrPacket):
@@ -132,10 +134,7 @@ class ServerSession:
                 f"{result.message.decode(errors='replace')}",
                 result,
             )
-        if not isinstance(result, list):
-            return []
-        names = [name.decode("utf-8", "replace") for name in column_names(packets)]
-        return [dict(zip(names, row, strict=True)) for row in result]
+        return packets, result
 
     async def ping(self, timeout: float) -> None:
         packets = await asyncio.wait_for(self.command(COMMAND.COM_PING), timeout)
