@@ -11,13 +11,8 @@ import logging
 import sys
 
 from proxyd import __version__
-from proxyd.config import (
-    Config,
-    ConfigError,
-    load_config,
-    secrets_warning,
-    world_readable_secrets,
-)
+from proxyd.config import Config, ConfigError, load_config
+from proxyd.config_view import secrets_warning, world_readable_secrets
 from proxyd.logs import journal_stream, setup_logging
 
 DEFAULT_CONFIG = "/etc/proxyd/proxyd.yaml"

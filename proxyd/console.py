@@ -42,7 +42,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from proxyd import __version__
-from proxyd.config import Config, flatten_config
+from proxyd.config import Config
+from proxyd.config_view import flatten_config
 from proxyd.registry import PoolSummary, ReloadResult
 
 if TYPE_CHECKING:

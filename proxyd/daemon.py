@@ -44,9 +44,8 @@ from proxyd.config import (
     PoolConfig,
     UserConfig,
     load_config,
-    secrets_warning,
-    world_readable_secrets,
 )
+from proxyd.config_view import secrets_warning, world_readable_secrets
 from proxyd.frontend import DEFAULT_SERVER_VERSION, ClientSession, State
 from proxyd.listeners import ADMIN, CLIENT, METRICS, Listeners
 from proxyd.logs import reconfigure

@@ -12,7 +12,8 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
-from proxyd.config import BackendConfig, Config, UserConfig, flatten_config
+from proxyd.config import BackendConfig, Config, UserConfig
+from proxyd.config_view import flatten_config
 from proxyd.pool import Pool, Server
 from proxyd.stats import Stats
 

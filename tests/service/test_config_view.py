@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxyd.config import Config, flatten_config, parse_config
+from proxyd.config import Config, parse_config
+from proxyd.config_view import flatten_config
 from proxyd.console import normalise
 from proxyd.reload import config_changes
 

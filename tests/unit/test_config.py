@@ -14,9 +14,8 @@ from proxyd.config import (
     load_config,
     parse_config,
     parse_duration,
-    redacted,
-    world_readable_secrets,
 )
+from proxyd.config_view import redacted, world_readable_secrets
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "proxyd.yaml"
 
