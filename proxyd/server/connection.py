@@ -210,15 +210,10 @@ class BackendConnection(ServerSession, asyncio.Protocol):
         self.close_reason = self.close_reason or reason
         if self.threads is not None and self.thread_id:
             self.threads.gone(self.thread_id)
-        waiter = self._packet_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(BackendGone(f"server closed the connection ({reason})"))
-        tls_ready = self._tls_ready
-        if tls_ready is not None and not tls_ready.done():
-            tls_ready.set_exception(BackendGone(f"server closed the connection ({reason})"))
-        internal = self._internal
-        if internal is not None and not internal.done():
-            internal.set_exception(BackendGone(f"server closed the connection ({reason})"))
+        # Whoever awaits a packet, the TLS handshake or one of proxyd's own commands.
+        for waiting in (self._packet_waiter, self._tls_ready, self._internal):
+            if waiting is not None and not waiting.done():
+                waiting.set_exception(BackendGone(f"server closed the connection ({reason})"))
         self.on_lost(self, self.close_reason)
 
     def _fail(self, reason: str) -> None:
