@@ -93,6 +93,18 @@ class UserConfig:
     password_hash: bytes | None = field(default=None, repr=False)  # SHA1(SHA1(password))
     from_server: bool = False  # read from the server (users_from_server), not users:
 
+    @classmethod
+    def own(cls, user: str, password: str) -> UserConfig:
+        """An account proxyd logs in as for itself (the monitor, account lookups), the
+        same name and password on both sides."""
+        return cls(
+            name=user,
+            password=password,
+            backend_user=user,
+            backend_password=password,
+            max_connections=0,
+        )
+
     def credentials(self) -> auth.Credentials:
         if self.password_hash is not None:
             return auth.Credentials.of_hash(self.password_hash)

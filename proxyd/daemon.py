@@ -139,13 +139,7 @@ class Daemon:
             return None
         backend = config.backend
         if backend.monitor_user is not None:
-            account = UserConfig(
-                name=backend.monitor_user,
-                password=backend.monitor_password,
-                backend_user=backend.monitor_user,
-                backend_password=backend.monitor_password,
-                max_connections=0,
-            )
+            account = UserConfig.own(backend.monitor_user, backend.monitor_password)
         else:  # config.py made sure there is one
             account = next(u for u in config.users.values() if u.backend_password is not None)
         return Monitor(self.servers, account, backend.monitor_interval, self._primary_changed)

@@ -124,14 +124,9 @@ class AccountLookup:
 
     async def _connect(self) -> BackendConnection:
         server = self._server()
-        lookup = UserConfig(
-            name=self.config.user,
-            password=self.config.password,
-            backend_user=self.config.user,
-            backend_password=self.config.password,
-            max_connections=0,
+        conn = await server.connect(
+            UserConfig.own(self.config.user, self.config.password), 0, self._lost
         )
-        conn = await server.connect(lookup, 0, self._lost)
         rows = await conn.query(b"SELECT USER()")
         if isinstance(rows, list) and rows and rows[0][0]:
             self._host = bytes(rows[0][0]).decode("utf-8", "replace").rpartition("@")[2]
