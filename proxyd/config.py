@@ -47,6 +47,7 @@ __all__ = [
     "MetricsConfig",
     "PoolConfig",
     "RetryConfig",
+    "ServerEntry",
     "TLSConfig",
     "UnixAddress",
     "UserConfig",
@@ -56,8 +57,10 @@ __all__ = [
 ]
 
 POOL_MODES = ("transaction", "session")
+READ_ROUTES = ("primary", "replicas")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
+
 
 @dataclass(frozen=True, slots=True)
 class BackendConfig:
@@ -76,6 +79,27 @@ class BackendConfig:
     # account.
     monitor_user: str | None = None
     monitor_password: str = field(default="", repr=False)
+    # One server's share of reads (weight) and cap on proxyd's connections to it
+    # (max_connections, 0: none but the pools' own): from its backend.servers entry.
+    weight: int = 1
+    max_connections: int = 0
+    entries: tuple[ServerEntry, ...] = ()  # backend.servers with their weights and caps
+    # Read routing: "primary" (every statement there) or "replicas" (autocommit reads on a
+    # replica lagging less than max_replica_lag; read_your_writes waits there for the
+    # client's last write, up to read_your_writes_timeout, then reads on the primary).
+    reads: str = "primary"
+    max_replica_lag: float = 5.0
+    read_your_writes: bool = True
+    read_your_writes_timeout: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServerEntry:
+    """One entry of ``backend.servers``."""
+
+    address: Address
+    weight: int = 1
+    max_connections: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +220,11 @@ class Config:
     max_client_connections: int
     client_login_timeout: float
     shutdown_timeout: float
+    # SIGTERM: keep serving connected clients until they leave (True), rather than closing
+    # idle ones at once; /readyz says "stopping" for shutdown_delay before the listeners
+    # close, so that a load balancer's health check takes proxyd out first.
+    shutdown_wait_for_clients: bool = False
+    shutdown_delay: float = 0.0
 
 
 # --- the config ------------------------------------------------------------------------------
@@ -209,6 +238,8 @@ _TOP_KEYS = (
     "max_client_connections",
     "client_login_timeout",
     "shutdown_timeout",
+    "shutdown_wait_for_clients",
+    "shutdown_delay",
     "retry",
     "admin",
     "metrics",
@@ -224,12 +255,17 @@ _BACKEND_KEYS = (
     "monitor_password",
     "monitor_password_env",
     "monitor_password_file",
+    "reads",
+    "max_replica_lag",
+    "read_your_writes",
+    "read_your_writes_timeout",
     "connect_timeout",
     "max_connecting",
     "read_timeout",
     "ping_timeout",
     "tls",
 )
+_SERVER_KEYS = ("address", "weight", "max_connections")
 _USER_KEYS = (
     "name",
     "password",
@@ -353,6 +389,8 @@ def parse_config(data: object, path: str) -> Config:
         max_client_connections=top.get("max_client_connections", integer(1), 10000),
         client_login_timeout=top.get("client_login_timeout", positive_duration, 10.0),
         shutdown_timeout=top.get("shutdown_timeout", parse_duration, 30.0),
+        shutdown_wait_for_clients=top.get("shutdown_wait_for_clients", boolean, False),
+        shutdown_delay=top.get("shutdown_delay", parse_duration, 0.0),
     )
 
 
@@ -375,17 +413,25 @@ def _parse_listen(top: Section) -> tuple[ListenAddress, ...]:
 
 
 def _parse_backend(section: Section, config_dir: str) -> BackendConfig:
-    servers = _parse_servers(section)
+    entries = _parse_servers(section)
     monitor_user = section.get("monitor_user", string, None)
     monitor_password = resolve_secret(section, "monitor_password", config_dir)
     if monitor_password is not None and monitor_user is None:
         raise section.error("monitor_user", "missing (monitor_password is set)")
+    reads = section.get("reads", choice(READ_ROUTES), "primary")
     return BackendConfig(
-        address=servers[0],
-        servers=servers,
+        address=entries[0].address,
+        servers=tuple(e.address for e in entries),
+        entries=entries,
+        weight=entries[0].weight,
+        max_connections=entries[0].max_connections,
         monitor_interval=section.get("monitor_interval", positive_duration, 1.0),
         monitor_user=monitor_user,
         monitor_password=monitor_password or "",
+        reads=reads,
+        max_replica_lag=section.get("max_replica_lag", parse_duration, 5.0),
+        read_your_writes=section.get("read_your_writes", boolean, True),
+        read_your_writes_timeout=section.get("read_your_writes_timeout", parse_duration, 1.0),
         connect_timeout=section.get("connect_timeout", positive_duration, 5.0),
         max_connecting=section.get("max_connecting", integer(1), 4),
         read_timeout=section.get("read_timeout", duration_or("off", zero_means_word=True), None),
@@ -394,30 +440,34 @@ def _parse_backend(section: Section, config_dir: str) -> BackendConfig:
     )
 
 
-def _parse_servers(section: Section) -> tuple[Address, ...]:
-    """backend.servers (a list of host:port, or of {address: host:port}), or
-    backend.address for one server."""
+def _parse_servers(section: Section) -> tuple[ServerEntry, ...]:
+    """backend.servers (a list of host:port, or of {address, weight, max_connections}),
+    or backend.address for one server."""
     if section.has("address") and section.has("servers"):
         raise section.error("servers", "set either address (one server) or servers, not both")
     if not section.has("servers"):
-        return (section.get("address", Address.parse),)
+        return (ServerEntry(section.get("address", Address.parse)),)
     raw = section.get("servers", lambda value: value)
     if not isinstance(raw, list) or not raw:
         raise section.error("servers", f"expected a list of server addresses, got {describe(raw)}")
-    servers: list[Address] = []
+    entries: list[ServerEntry] = []
     for index, item in enumerate(raw):
         if isinstance(item, dict):
-            entry = Section(item, section.key_of(f"servers[{index}]"), section.path, ("address",))
-            address = entry.get("address", Address.parse)
+            entry = Section(item, section.key_of(f"servers[{index}]"), section.path, _SERVER_KEYS)
+            server = ServerEntry(
+                entry.get("address", Address.parse),
+                entry.get("weight", integer(0), 1),
+                entry.get("max_connections", integer(0), 0),
+            )
         else:
             try:
-                address = Address.parse(item)
+                server = ServerEntry(Address.parse(item))
             except ValueError as e:
                 raise section.error(f"servers[{index}]", str(e)) from None
-        if address in servers:
-            raise section.error(f"servers[{index}]", f"{address} is listed twice")
-        servers.append(address)
-    return tuple(servers)
+        if any(e.address == server.address for e in entries):
+            raise section.error(f"servers[{index}]", f"{server.address} is listed twice")
+        entries.append(server)
+    return tuple(entries)
 
 
 def _rsa_key(section: Section, config_dir: str) -> dict[str, Any]:

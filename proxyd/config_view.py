@@ -27,9 +27,22 @@ def redacted(config: Config) -> dict[str, Any]:
                 {"address": str(config.backend.address)}
                 if len(config.backend.servers) < 2
                 else {
-                    "servers": [str(address) for address in config.backend.servers],
+                    "servers": [
+                        str(e.address)
+                        if (e.weight, e.max_connections) == (1, 0)
+                        else {
+                            "address": str(e.address),
+                            "weight": e.weight,
+                            "max_connections": e.max_connections,
+                        }
+                        for e in config.backend.entries
+                    ],
                     "monitor_interval": config.backend.monitor_interval,
                     "monitor_user": config.backend.monitor_user,
+                    "reads": config.backend.reads,
+                    "max_replica_lag": config.backend.max_replica_lag,
+                    "read_your_writes": config.backend.read_your_writes,
+                    "read_your_writes_timeout": config.backend.read_your_writes_timeout,
                 }
             ),
             "connect_timeout": config.backend.connect_timeout,
@@ -73,6 +86,8 @@ def redacted(config: Config) -> dict[str, Any]:
         "max_client_connections": config.max_client_connections,
         "client_login_timeout": config.client_login_timeout,
         "shutdown_timeout": config.shutdown_timeout,
+        "shutdown_wait_for_clients": config.shutdown_wait_for_clients,
+        "shutdown_delay": config.shutdown_delay,
         "retry": {"max_attempts": config.retry.max_attempts, "timeout": config.retry.timeout},
         "admin": None
         if config.admin is None

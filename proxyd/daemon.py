@@ -10,8 +10,10 @@ Signals and the admin console drive the rest:
                         and listen addresses without dropping a client. A config that does
                         not load (or an address that cannot be bound) is rejected as a whole
                         with the reason logged, and the running config stays.
-  SIGTERM, SIGINT,      stop accepting; let commands and transactions in flight finish (up to
-  SHUTDOWN              ``shutdown_timeout``); say goodbye to idle clients; exit 0.
+  SIGTERM, SIGINT,      stop accepting (after ``shutdown_delay``, during which /readyz says
+  SHUTDOWN              "stopping"); let commands and transactions in flight finish (up to
+                        ``shutdown_timeout``); say goodbye to idle clients, or with
+                        ``shutdown_wait_for_clients`` wait for clients to leave; exit 0.
                         A second SIGTERM/SIGINT exits at once.
   PAUSE / RESUME        hold new commands (sessions call ``wait_unpaused``), let those in
                         flight finish, and close idle backends while the server is under
@@ -42,6 +44,7 @@ from proxyd.config import (
     Config,
     ConfigError,
     PoolConfig,
+    ServerEntry,
     UserConfig,
     load_config,
 )
@@ -53,6 +56,7 @@ from proxyd.metrics import DaemonCollector, MetricsHTTP
 from proxyd.pool import Pool, Server
 from proxyd.pool.accounts import AccountLookup, Found
 from proxyd.pool.monitor import Monitor
+from proxyd.pool.router import Router
 from proxyd.protocol import auth
 from proxyd.registry import PoolSummary, ReloadResult
 from proxyd.reload import apply_backend, apply_users, config_changes
@@ -71,10 +75,22 @@ class Daemon:
         # One Server per address of backend.servers; self.server is the primary (with
         # several servers, as the monitor found it), the one every pool connects to.
         self.servers = [
-            Server(dataclasses.replace(config.backend, address=address), self.stats)
-            for address in config.backend.servers or (config.backend.address,)
+            Server(
+                dataclasses.replace(
+                    config.backend,
+                    address=entry.address,
+                    weight=entry.weight,
+                    max_connections=entry.max_connections,
+                ),
+                self.stats,
+            )
+            for entry in config.backend.entries or (ServerEntry(config.backend.address),)
         ]
+        for server in self.servers:
+            server.make_room = self._make_room
         self.server = self.servers[0]
+        # backend.reads: replicas, with several servers: where reads go (pool/router.py).
+        self.router = self._make_router(config)
         self.monitor = self._make_monitor(config)
         self.pools: dict[str, Pool] = {
             name: Pool(user, config.pool, self.server, self.stats)
@@ -142,7 +158,31 @@ class Daemon:
             account = UserConfig.own(backend.monitor_user, backend.monitor_password)
         else:  # config.py made sure there is one
             account = next(u for u in config.users.values() if u.backend_password is not None)
-        return Monitor(self.servers, account, backend.monitor_interval, self._primary_changed)
+        return Monitor(
+            self.servers,
+            account,
+            backend.monitor_interval,
+            self._primary_changed,
+            on_round=self._monitor_round,
+        )
+
+    def _make_router(self, config: Config) -> Router | None:
+        if config.backend.reads != "replicas" or len(self.servers) < 2:
+            return None
+        return Router(self.servers, config.backend.max_replica_lag, self._pool_config, self.stats)
+
+    def _monitor_round(self) -> None:
+        if self.router is not None:
+            self.router.refresh()
+
+    def _make_room(self, server: Server) -> bool:
+        """backend.servers' max_connections reached on ``server`` while a pool wants a
+        connection there: close an idle one of another pool of that server."""
+        for pool in self.all_pools():
+            if pool.server is server and pool.idle and pool not in server.room_waiters:
+                pool.idle.pop(0).close("room_for_another_pool")  # the least recently used
+                return True
+        return False
 
     async def _find_primary(self) -> None:
         """With several servers, ask them which is the primary before any pool connects,
@@ -330,7 +370,7 @@ class Daemon:
         changes = config_changes(old, new)
 
         if len(self.servers) > 1 or len(new.backend.servers) > 1:
-            if new.backend.servers != old.backend.servers:
+            if new.backend.entries != old.backend.entries:
                 return ReloadResult(
                     False, "backend.servers changed: restart proxyd to apply a new list"
                 )
@@ -339,6 +379,7 @@ class Daemon:
             self.server = apply_backend(
                 self.server, self.all_pools(), old.backend, new.backend, self.stats
             )
+            self.server.make_room = self._make_room
             self.servers = [self.server]
         self.config = new
         if new.users_from_server != old.users_from_server:
@@ -359,6 +400,10 @@ class Daemon:
             new_pool=lambda user: Pool(user, self._pool_config(), self.server, self.stats),
             clients=self.clients_of,
         )
+        if self.router is not None:
+            wanted = lambda name: name in new.users or name in self.server_pools  # noqa: E731
+            for pool in self.router.forget(wanted):
+                self._spawn_task(close_pool(pool))
         for pool in self.all_pools():
             pool.config = self._pool_config()
             self.upkeep.sweep(pool)
@@ -376,9 +421,25 @@ class Daemon:
     def _apply_backend_settings(self, old: Config, new: Config) -> None:
         """Timeouts, TLS and monitoring of several servers (their list stays)."""
         for server in self.servers:
-            server.config = dataclasses.replace(new.backend, address=server.config.address)
+            server.config = dataclasses.replace(
+                new.backend,
+                address=server.config.address,
+                weight=server.config.weight,
+                max_connections=server.config.max_connections,
+            )
         if self.monitor is not None:
             self.monitor.interval = new.backend.monitor_interval
+        if (new.backend.reads, new.backend.max_replica_lag) != (
+            old.backend.reads,
+            old.backend.max_replica_lag,
+        ):
+            # Reads move at their next statement; replica pools no longer wanted close.
+            if self.router is not None:
+                for pool in self.router.forget(lambda name: False):
+                    self._spawn_task(close_pool(pool))
+            self.router = self._make_router(new)
+            if self.router is not None:
+                self.router.refresh()
         if new.backend.tls != old.backend.tls:
             now = time.monotonic()
             for pool in self.all_pools():
@@ -448,6 +509,13 @@ class Daemon:
         return True
 
     def all_pools(self) -> list[Pool]:
+        pools = [*self.pools.values(), *self.server_pools.values(), *self.removed_pools]
+        if self.router is not None:
+            pools += self.router.pools()
+        return pools
+
+    def user_pools(self) -> list[Pool]:
+        """The pools of users, on the primary (SHOW POOLS, metrics per user)."""
         return [*self.pools.values(), *self.server_pools.values(), *self.removed_pools]
 
     def clients_of(self, pool: Pool) -> int:
@@ -497,7 +565,7 @@ class Daemon:
             if session.pool is not None:
                 by_pool.setdefault(id(session.pool), []).append(session)
         summaries = []
-        for pool in self.all_pools():
+        for pool in self.user_pools():
             sessions = by_pool.get(id(pool), [])
             active = waiting = 0
             for s in sessions:
@@ -530,16 +598,29 @@ class Daemon:
 
     async def _shutdown(self) -> None:
         self.stopping = True
-        self.accepting = False
         self.notifier.stopping(self.status_text())
+        delay = self.config.shutdown_delay
+        if delay > 0 and self.ready:
+            # /readyz says "stopping" while clients are still accepted, until a load
+            # balancer's health check has taken proxyd out of its rotation.
+            log.info("shutdown: not ready; accepting clients for %gs more (shutdown_delay)", delay)
+            await asyncio.sleep(delay)
+        self.accepting = False
         self.listeners.close_role(CLIENT)
         if self.paused:
             log.info("shutdown: letting the commands held by PAUSE run")
             self.resume()
+        wait_for_clients = self.config.shutdown_wait_for_clients
+        if wait_for_clients and self.sessions:
+            log.info(
+                "shutdown: waiting up to %gs for %d clients to disconnect",
+                self.config.shutdown_timeout,
+                len(self.sessions),
+            )
         deadline = time.monotonic() + self.config.shutdown_timeout
         while time.monotonic() < deadline:
             for session in list(self.sessions):
-                if not session.wants_to_finish():
+                if not wait_for_clients and not session.wants_to_finish():
                     session.goodbye()
             if not self.sessions:
                 break

@@ -191,6 +191,35 @@ class ClientSession(SessionCore, asyncio.Protocol):
         self._finish_local(payload, seq)
 
     def _run(self) -> None:
+        if self.daemon.router is not None:
+            self._run_routed()
+        else:
+            self._run_on_primary()
+
+    def _run_routed(self) -> None:
+        """_run with reads on replicas: the command's pool is chosen first."""
+        self._leave_replica()
+        self._pool_now = None
+        if self.backend is None and not self.daemon.paused:
+            pool = self._read_pool()
+            if pool is not None:
+                self._pool_now = pool
+                backend = pool.take_idle(self.profile, self.cs)
+                if backend is not None:
+                    self._hold(backend)
+                    if (
+                        not backend.busy
+                        and self._in_sync(backend)
+                        and not self._must_wait_for_write(pool)
+                    ):
+                        self.daemon.stats.inc("reads_on_replicas")
+                        self._forward(backend)
+                        return
+                self._start(self._acquire_and_forward())
+                return
+        self._run_on_primary()
+
+    def _run_on_primary(self) -> None:
         backend = self.backend
         if backend is None and not self.daemon.paused:
             pool = self.pool
@@ -238,8 +267,9 @@ class ClientSession(SessionCore, asyncio.Protocol):
         )
 
     def _release_backend_to(self, backend: BackendConnection) -> None:
-        if self.pool is not None:
-            self.pool.release(backend)
+        pool = backend.pool or self.pool
+        if pool is not None:
+            pool.release(backend)
         else:
             backend.close("client_gone")
 
@@ -263,7 +293,7 @@ class ClientSession(SessionCore, asyncio.Protocol):
         self.backend = None
         if reset:
             backend.needs_reset = True
-        self.pool.release(backend)
+        (backend.pool or self.pool).release(backend)
 
     # -- getting a server connection ready ------------------------------------------
 
@@ -343,9 +373,9 @@ class ClientSession(SessionCore, asyncio.Protocol):
             if self.cs.bound:
                 # Never reached past _gate(); kept so that no path can move such a session.
                 raise BackendError("the session's server connection is gone")
-            backend = await self.pool.acquire(self.profile, verified_after=self._verify_after)
+            backend = await self._acquire()
             if self.state is State.CLOSED:
-                self.pool.release(backend)
+                self._release_backend_to(backend)
                 raise AcquireError("client went away")
             self._hold(backend)
         while backend.busy:
@@ -379,7 +409,53 @@ class ClientSession(SessionCore, asyncio.Protocol):
             result = await backend.prepare(stmt.sql)
             if isinstance(result, ErrPacket):
                 return result
+        pool = self._pool_now
+        if pool is not None and pool is not self.pool:
+            if self._must_wait_for_write(pool) and not await self._write_applied(backend):
+                # The replica has not applied the client's last write in time: read on
+                # the primary, where it is.
+                self.backend = None
+                self._release_backend_to(backend)
+                self._pool_now = None
+                return await self._ready_backend()
+            stats.inc("reads_on_replicas")
         return backend
+
+    async def _acquire(self) -> BackendConnection:
+        """A connection of the command's pool; a replica's that cannot give one in time
+        sends the read to the primary."""
+        assert self.pool is not None
+        pool = self._pool_now or self.pool
+        if pool is not self.pool:
+            try:
+                return await pool.acquire(self.profile, verified_after=self._verify_after)
+            except AcquireError as exc:
+                log.info("session %s: read on the primary: replica unavailable (%s)", self.id, exc)
+                self.daemon.stats.inc("reads_no_replica")
+                self._pool_now = None
+        return await self.pool.acquire(self.profile, verified_after=self._verify_after)
+
+    async def _write_applied(self, backend: BackendConnection) -> bool:
+        """Wait (up to backend.read_your_writes_timeout) until the replica has applied
+        the client's last write; False when it has not."""
+        gtid, applied = self._gtid_applied
+        timeout = self.daemon.config.backend.read_your_writes_timeout
+        self.daemon.stats.inc("read_your_writes_waits")
+        try:
+            rows = await backend.query(
+                b"SELECT MASTER_GTID_WAIT('%s', %.3f)" % (gtid.replace(b"'", b""), timeout)
+            )
+        except BackendError as exc:
+            if backend.closed:
+                raise
+            log.info("session %s: cannot wait for its last write on a replica: %s", self.id, exc)
+            rows = None
+        if isinstance(rows, list) and rows and rows[0][0] == b"0":
+            assert self._pool_now is not None
+            applied.add(id(self._pool_now.server))
+            return True
+        self.daemon.stats.inc("read_your_writes_on_primary")
+        return False
 
     # -- forwarding ----------------------------------------------------------------
 
@@ -492,17 +568,18 @@ class ClientSession(SessionCore, asyncio.Protocol):
         if backend is None:
             return
         backend.holder = None
-        if self.pool is None:
+        pool = backend.pool or self.pool
+        if pool is None:
             backend.close("client_gone")
         elif was is State.IN_COMMAND and backend.forwarding:
-            self.pool.abandon(backend)
+            pool.abandon(backend)
         elif backend.busy or was is State.INFILE:
             # Mid-way through proxyd's own command, or a LOCAL INFILE half sent.
             backend.close("client_gone")
         else:
             # Rolls back, releases locks, drops temporary tables, before anyone waits.
             backend.needs_reset = self.cs.pinned or self.cs.in_transaction
-            self.pool.release(backend)
+            pool.release(backend)
 
     def idle_time(self) -> float:
         return time.monotonic() - self.last_active

@@ -109,6 +109,24 @@ COUNTERS: dict[str, tuple[str, str]] = {
         "proxyd_config_reload_failures_total",
         "Configuration reloads rejected (the running configuration stayed)",
     ),
+    "reads_on_replicas": (
+        "proxyd_reads_on_replicas_total",
+        "Autocommit reads sent to a replica (backend.reads: replicas)",
+    ),
+    "reads_no_replica": (
+        "proxyd_reads_no_replica_total",
+        "Reads that could have gone to a replica but ran on the primary: no replica"
+        " qualified (up, lag under max_replica_lag) or had room",
+    ),
+    "read_your_writes_waits": (
+        "proxyd_read_your_writes_waits_total",
+        "Reads that waited on a replica for the client's last write (read_your_writes)",
+    ),
+    "read_your_writes_on_primary": (
+        "proxyd_read_your_writes_on_primary_total",
+        "Reads sent to the primary because the replica had not applied the client's last"
+        " write within read_your_writes_timeout",
+    ),
 }
 
 
@@ -121,6 +139,9 @@ class ServerHealth(Protocol):
 
     @property
     def config(self) -> Any: ...
+
+    @property
+    def threads(self) -> Any: ...  # proxyd's connections to it (ThreadBook)
 
 
 class Observed(Protocol):
@@ -213,6 +234,15 @@ class DaemonCollector:
             if server.lag is not None:
                 lag.add_metric([str(server.config.address)], server.lag)
         yield lag
+
+        conns = GaugeMetricFamily(
+            "proxyd_server_connections",
+            "Per server: proxyd's open connections to it (all pools, and the monitor's)",
+            labels=["address"],
+        )
+        for server in daemon.servers:
+            conns.add_metric([str(server.config.address)], len(server.threads.open))
+        yield conns
 
         logging_in, slowed = daemon.login_state()
         logins = GaugeMetricFamily(

@@ -61,7 +61,7 @@ class Kept(Protocol):
 
     def _hand_over(self, conn: BackendConnection) -> None: ...
 
-    def _spawn(self, profile: int) -> None: ...
+    def _spawn(self, profile: int, want_room: bool = True) -> bool: ...
 
 
 class Janitor:
@@ -114,7 +114,8 @@ class Janitor:
                 self._ping_in_background(conn, back_to_idle=False)
         missing = config.min_idle - len(pool.idle) - pool.connecting
         while missing > 0 and pool.size < config.max_size and not pool.closed:
-            pool._spawn(pool.last_profile)
+            if not pool._spawn(pool.last_profile, want_room=False):
+                break  # min_idle never takes room from another pool of the server
             missing -= 1
 
     def _ping_in_background(self, conn: BackendConnection, back_to_idle: bool) -> None:

@@ -38,11 +38,13 @@ class Monitor:
         account: UserConfig,
         interval: float,
         on_primary: Callable[[Server], None],
+        on_round: Callable[[], None] = lambda: None,
     ) -> None:
         self.servers = servers
         self.account = account
         self.interval = interval
         self.on_primary = on_primary
+        self.on_round = on_round  # after each round: the router's replicas (router.py)
         self.primary: Server | None = None
         self._conns: dict[int, BackendConnection] = {}  # by id(server)
         self._split_brain: tuple[str, ...] = ()  # the writable servers last logged
@@ -56,6 +58,7 @@ class Monitor:
         """One round: ask every server, then decide."""
         await asyncio.gather(*(self._ask(server) for server in self.servers))
         self._decide()
+        self.on_round()
 
     async def _ask(self, server: Server) -> None:
         conn = self._conns.get(id(server))

@@ -84,6 +84,9 @@ class Pool:
         # SHA1(password) learned from a client's login, for a user proxyd knows only by
         # its hash (user.backend_password None): until then the pool cannot connect.
         self.password_sha1: bytes | None = None
+        # A replica's pool (proxyd/pool/router.py): a failed connect fails its waiters at
+        # once, who read on the primary instead, rather than waiting acquire_timeout.
+        self.fail_fast = False
 
     @property
     def name(self) -> str:
@@ -286,7 +289,8 @@ class Pool:
                 victim.close("profile_swap")
                 continue
             profile = self.waiters[-unserved].profile
-            self._spawn(profile)
+            if not self._spawn(profile):
+                return
             unserved -= 1
 
     def _wanted_by_waiter(self, conn: BackendConnection) -> bool:
@@ -296,13 +300,27 @@ class Pool:
     def can_connect(self) -> bool:
         return self.user.backend_password is not None or self.password_sha1 is not None
 
-    def _spawn(self, profile: int) -> None:
+    def _spawn(self, profile: int, want_room: bool = True) -> bool:
+        """Start one connect; False when none may start (no credentials yet, or the
+        server at its max_connections: this pool grows again once one of its closes)."""
         if not self.can_connect:
-            return  # a hash-only user: the first client's login gives the credentials
+            return False  # a hash-only user: the first client's login gives the credentials
+        server = self.server
+        if not server.has_room():
+            if want_room:
+                server.room_wanted(self)
+            return False
         self.connecting += 1
-        asyncio.get_running_loop().create_task(self._connect(profile))
+        server.reserved += 1
+        asyncio.get_running_loop().create_task(self._connect(profile, server))
+        return True
 
-    async def _connect(self, profile: int) -> None:
+    def grow(self) -> None:
+        """Room was made on the server: connect for whoever waits."""
+        if self.waiters and not self.closed:
+            self._grow()
+
+    async def _connect(self, profile: int, server: Server) -> None:
         try:
             while not self.closed:
                 try:
@@ -312,6 +330,9 @@ class Pool:
                 except BackendError as exc:
                     if exc.err is not None and exc.err.error_code in SERVER_REFUSALS:
                         self._fail_waiters(exc)
+                    elif self.fail_fast:
+                        self._fail_waiters(exc, refused=False)
+                        return
                     if not self.waiters and len(self.idle) >= self.config.min_idle:
                         return
                     continue
@@ -326,17 +347,22 @@ class Pool:
                 return
         finally:
             self.connecting -= 1
+            server.reserved -= 1
 
-    def _fail_waiters(self, exc: BackendError) -> None:
+    def _fail_waiters(self, exc: BackendError, refused: bool = True) -> None:
         """The server refused proxyd's login: pass its answer on at once, and to those who
-        come while proxyd waits to try again (the circuit is open until then)."""
-        assert exc.err is not None
-        err = ErrPacket(
-            exc.err.error_code,
-            exc.err.sql_state,
-            b"proxyd: server refused the backend login: " + exc.err.message,
-        )
-        self.refusal = err
+        come while proxyd waits to try again (the circuit is open until then). Not
+        ``refused`` (a fail_fast pool that cannot connect): the waiters get the error and
+        go elsewhere."""
+        err = None
+        if refused:
+            assert exc.err is not None
+            err = ErrPacket(
+                exc.err.error_code,
+                exc.err.sql_state,
+                b"proxyd: server refused the backend login: " + exc.err.message,
+            )
+            self.refusal = err
         waiters = list(self.waiters)
         self.waiters.clear()
         for waiter in waiters:
@@ -490,6 +516,8 @@ class Pool:
     def _lost(self, conn: BackendConnection, reason: str) -> None:
         """A connection closed, whoever closed it."""
         self.conns.discard(conn)
+        if self.server.room_waiters:
+            self.server.freed()
         if conn in self.idle:
             self.idle.remove(conn)
         if reason in ("server_closed", "server_reset", "killed", "server_idle_timeout"):

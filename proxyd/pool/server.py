@@ -11,6 +11,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from typing import Any
 
 from proxyd.config import BackendConfig, UserConfig
 from proxyd.protocol.messages import ErrPacket
@@ -81,6 +82,29 @@ class Server:
         self.next_attempt = 0.0
         self.last_error = ""
         self._connecting = asyncio.Semaphore(config.max_connecting)
+        # backend.servers' max_connections: connects under way (counted from the pool's
+        # decision to open one), pools waiting for room, and how to make some (the
+        # daemon's: close an idle connection of another pool of this server).
+        self.reserved = 0
+        self.room_waiters: set[Any] = set()
+        self.make_room: Callable[[Server], bool] = lambda server: False
+
+    def has_room(self) -> bool:
+        """Below backend.servers' max_connections for this server (or it has none)."""
+        cap = self.config.max_connections
+        return not cap or len(self.threads.open) + self.reserved < cap
+
+    def room_wanted(self, pool: Any) -> None:
+        """``pool`` waits for room: close an idle connection of another pool if there is
+        one, else grow ``pool`` when a connection to this server closes."""
+        self.room_waiters.add(pool)
+        self.make_room(self)
+
+    def freed(self) -> None:
+        waiting = list(self.room_waiters)
+        self.room_waiters.clear()
+        for pool in waiting:
+            pool.grow()
 
     async def connect(
         self,

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from proxyd.config import Config, UserConfig
     from proxyd.pool import Pool, Server
     from proxyd.pool.accounts import AccountLookup, Found
+    from proxyd.pool.router import Router
     from proxyd.protocol.auth import Credentials
     from proxyd.stats import Stats
 
@@ -72,6 +73,7 @@ class Host(Protocol):
 
     rsa_key: Any
     accounts: AccountLookup | None
+    router: Router | None  # backend.reads: replicas, with several servers
 
     def user_config(self, name: str) -> UserConfig | None: ...
 
@@ -95,6 +97,7 @@ class ServerConnection(Protocol):
     needs_reset: bool
     holder: object
     last_session: object
+    pool: Any  # the Pool it belongs to
 
     @property
     def busy(self) -> bool: ...
@@ -164,7 +167,13 @@ class SessionBase:
         self.peer = "?"
         self.peer_host = "?"  # the address alone, for the login guard
         self.user = ""
-        self.pool: Pool | None = None
+        self.pool: Pool | None = None  # the user's pool, on the primary
+        # The pool the command in flight takes a server connection from: the user's, or
+        # a replica's for a read (session/routing.py); None: the user's.
+        self._pool_now: Pool | None = None
+        # Read-your-writes: the client's last write (its GTID), and the replicas known to
+        # have applied it (by id of their Server).
+        self._gtid_applied: tuple[bytes, set[int]] = (b"", set())
         self.backend: ServerConnection | None = None
         self.capabilities = 0
         self.tls = False  # the client asked for TLS (SSLRequest); its bytes are encrypted

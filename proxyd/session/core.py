@@ -36,6 +36,7 @@ from proxyd.protocol.constants import (
     COM_RESET_CONNECTION,
     COMMAND,
     MAX_PACKET_PAYLOAD,
+    SERVER_STATUS,
 )
 from proxyd.protocol.errors import PacketTooLarge, ProtocolError
 from proxyd.protocol.messages import build_err
@@ -51,11 +52,12 @@ from proxyd.session.answers import (
 )
 from proxyd.session.hints import NO_HINTS, analyse, replace_connection_id
 from proxyd.session.identity import PROCESSLIST_COLUMNS, THREADS_COLUMNS, Client, ProcessView
+from proxyd.session.routing import is_replica_read
 from proxyd.session.state import PreparedStatement, charset_id
 from proxyd.session.statements import cannot_commit, is_plain_rollback, is_retry_safe, uses_tables
 
 if TYPE_CHECKING:
-    pass
+    from proxyd.pool import Pool
 
 from proxyd.server.connection import PROTOCOL_ERROR
 from proxyd.session.base import MAX_BUFFERED_INPUT, RETRY_PAUSE, ServerConnection, State
@@ -251,6 +253,75 @@ class SessionCore(LoginPhase, LocalCommands):
             columns,
         )
 
+    def _read_pool(self) -> Pool | None:
+        """With ``backend.reads: replicas``: the replica pool the command in flight reads
+        on, or None (the primary). Only an autocommit read that moves freely (no
+        transaction, no state held, not a re-run after a failure: re-runs go to the
+        primary) in transaction pooling, as session/routing.py tells it."""
+        router = self.daemon.router
+        own = self.pool
+        cs = self.cs
+        if (
+            router is None
+            or own is None
+            or self._attempts
+            or cs.bound
+            or not cs.status_flags & SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT
+            or self.daemon.config.pool.mode == "session"
+        ):
+            return None
+        command = self._command[0]
+        if command == COMMAND.COM_QUERY:
+            hints = self._hints
+            if hints is not NO_HINTS and (
+                hints.server_ids is not None or hints.diagnostics or hints.calc_found_rows
+            ):
+                return None
+            if not is_replica_read(self._command[1:]):
+                return None
+        elif command == COMMAND.COM_STMT_EXECUTE and self._stmt is not None:
+            stmt = self._stmt
+            if stmt.replica_read is None:
+                stmt.replica_read = is_replica_read(stmt.sql)
+            if not stmt.replica_read:
+                return None
+        else:
+            return None
+        server = router.pick()
+        if server is None:
+            self.daemon.stats.inc("reads_no_replica")
+            return None
+        pool = router.pool(server, own)
+        if not pool.idle and not server.has_room():
+            self.daemon.stats.inc("reads_no_replica")
+            return None
+        return pool
+
+    def _leave_replica(self) -> None:
+        """The session holds a replica's connection only for what its last read left
+        (warnings for SHOW WARNINGS, an open cursor): any other command gives it back."""
+        backend = self.backend
+        if backend is None or backend.pool is self.pool or self.cs.bound:
+            return
+        command = self._command[0]
+        if command == COMMAND.COM_STMT_FETCH or (
+            command == COMMAND.COM_QUERY and self._hints.diagnostics
+        ):
+            return
+        self._release_backend(reset=False)
+
+    def _must_wait_for_write(self, pool: Pool) -> bool:
+        """Read-your-writes: is the client's last write not known to be applied on the
+        replica ``pool`` connects to?"""
+        gtid = self.cs.last_gtid
+        if not gtid or pool is self.pool or not self.daemon.config.backend.read_your_writes:
+            return False
+        seen, applied = self._gtid_applied
+        if seen != gtid:
+            self._gtid_applied = (gtid, set())
+            return True
+        return id(pool.server) not in applied
+
     def _in_sync(self, backend: ServerConnection) -> bool:
         cs = self.cs
         return (
@@ -401,6 +472,7 @@ class SessionCore(LoginPhase, LocalCommands):
                 # Whatever killed that connection (a KILL round, a restart) may have killed
                 # the idle ones too: re-run on one heard from since, after a short pause.
                 self._verify_after = now
+                self._pool_now = None  # a re-run goes to the primary
                 pause = min(RETRY_PAUSE * 2 ** (self._attempts - 1), self._retry_deadline - now)
                 self._to(State.ACQUIRING)
                 self._rerun(pause)

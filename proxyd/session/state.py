@@ -102,6 +102,7 @@ class PreparedStatement:
     num_columns: int
     param_types: bytes | None = None  # sent by the client with its first execute
     long_data: list[bytes] = field(default_factory=list)  # pending SEND_LONG_DATA bodies
+    replica_read: bool | None = None  # may execute on a replica (session/routing.py)
 
 
 class ClientState:

@@ -255,15 +255,16 @@ class _Traffic:
             time.sleep(0.005)
 
 
+@pytest.mark.parametrize("reads", ["primary", "replicas"])
 def test_failover_to_a_promoted_replica_drops_no_client_and_loses_no_write(
-    proxyd: Callable[..., ProxydProcess], replicas: ReplicaSet
+    proxyd: Callable[..., ProxydProcess], replicas: ReplicaSet, reads: str
 ) -> None:
     old = replicas.primary
     new, other = replicas.replicas
     old.execute("CREATE TABLE test.failover (id BIGINT PRIMARY KEY)")
     replicas.caught_up(new)
     replicas.caught_up(other)
-    proxy = _proxy(proxyd, replicas.servers)
+    proxy = _proxy(proxyd, replicas.servers, reads=reads)
     new_id = replicas.server_id(new)
     with _Traffic(proxy) as traffic:
         time.sleep(1.0)

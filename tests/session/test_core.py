@@ -63,6 +63,7 @@ class Host:
         self.login_guard = LoginGuard(3, 1.0, 30.0)
         self.logins_in_progress = 0
         self.accounts = None
+        self.router = None
         self.rsa_key = None
 
     def user_config(self, name: str) -> Any:

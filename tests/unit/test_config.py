@@ -497,6 +497,30 @@ def test_backend_servers(tmp_path: Path) -> None:
     assert backend.servers == (Address("10.0.0.1", 3306), Address("10.0.0.2", 3307))
     assert backend.address == Address("10.0.0.1", 3306) and backend.monitor_interval == 0.5
     assert redacted(config)["backend"]["servers"] == ["10.0.0.1:3306", "10.0.0.2:3307"]
+    # Reads stay on the primary unless asked; read-your-writes is on when they move.
+    assert (backend.reads, backend.max_replica_lag, backend.read_your_writes) == (
+        "primary",
+        5.0,
+        True,
+    )
+    routed = load_config(
+        write(
+            tmp_path,
+            text.replace(
+                "    - address: 10.0.0.2:3307\n",
+                "    - {address: 10.0.0.2:3307, weight: 3, max_connections: 50}\n"
+                "  reads: replicas\n  max_replica_lag: 2s\n  read_your_writes_timeout: 250ms\n",
+            ),
+        )
+    )
+    assert [(e.weight, e.max_connections) for e in routed.backend.entries] == [(1, 0), (3, 50)]
+    assert (routed.backend.reads, routed.backend.max_replica_lag) == ("replicas", 2.0)
+    assert routed.backend.read_your_writes_timeout == 0.25
+    assert redacted(routed)["backend"]["servers"][1] == {
+        "address": "10.0.0.2:3307",
+        "weight": 3,
+        "max_connections": 50,
+    }
     # backend.address alone is one server.
     one = load_config(write(tmp_path, MINIMAL)).backend
     assert one.servers == (Address("127.0.0.1", 3306),)
@@ -518,9 +542,19 @@ def test_backend_servers(tmp_path: Path) -> None:
         ),
         ("  servers: [10.0.0.1]\n", "backend.servers[0]", "expected 'host:port'"),
         (
-            "  servers:\n    - {address: 10.0.0.1:3306, weight: 2}\n",
+            "  servers:\n    - {address: 10.0.0.1:3306, wieght: 2}\n",
+            "backend.servers[0].wieght",
+            "unknown key (did you mean 'weight'?)",
+        ),
+        (
+            "  servers:\n    - {address: 10.0.0.1:3306, weight: -1}\n",
             "backend.servers[0].weight",
-            "unknown key",
+            "must be at least 0",
+        ),
+        (
+            "  servers: [10.0.0.1:3306]\n  reads: replica\n",
+            "backend.reads",
+            "expected one of primary, replicas",
         ),
         (
             "  servers: [10.0.0.1:3306]\n  monitor_password: x\n",
