@@ -120,6 +120,13 @@ class Daemon:
         self._stop = asyncio.Event()
         self._unpaused = asyncio.Event()
         self._unpaused.set()
+        # Several servers and none writable (the primary demoted or dead, no replica
+        # promoted yet): new transactions and writes wait for one, up to retry.timeout.
+        self.primary_missing = False
+        self._primary_found = asyncio.Event()
+        self._primary_found.set()
+        # New work waits (PAUSE, or no primary): sessions read this one attribute.
+        self.holding = False
         self._held = 0  # sessions waiting in wait_unpaused()
         self._reload_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -174,6 +181,30 @@ class Daemon:
     def _monitor_round(self) -> None:
         if self.router is not None:
             self.router.refresh()
+        assert self.monitor is not None
+        missing = not self.monitor.primary_ok
+        if missing == self.primary_missing:
+            return
+        self.primary_missing = missing
+        if missing:
+            self._primary_found.clear()
+            log.warning(
+                "no writable server: new transactions and writes wait for one (up to"
+                " retry.timeout, %gs)",
+                self.config.retry.timeout,
+            )
+        else:
+            self._primary_found.set()
+        self._update_holding()
+
+    async def wait_for_primary(self) -> None:
+        """Return once a server is writable, or after retry.timeout (then the command
+        goes to the last known primary, whose answer the client gets)."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._primary_found.wait(), self.config.retry.timeout)
+
+    def _update_holding(self) -> None:
+        self.holding = self.paused or self.primary_missing
 
     def _make_room(self, server: Server) -> bool:
         """backend.servers' max_connections reached on ``server`` while a pool wants a
@@ -458,6 +489,7 @@ class Daemon:
         if self.paused:
             return "already paused"
         self._unpaused.clear()
+        self._update_holding()
         log.info("PAUSE: holding new commands")
         for pool in self.all_pools():
             pool.config = self._pool_config()
@@ -479,6 +511,7 @@ class Daemon:
         if not self.paused:
             return "was not paused"
         self._unpaused.set()
+        self._update_holding()
         for pool in self.all_pools():
             pool.config = self._pool_config()
         log.info("RESUME: commands flow again")

@@ -221,7 +221,7 @@ class ClientSession(SessionCore, asyncio.Protocol):
 
     def _run_on_primary(self) -> None:
         backend = self.backend
-        if backend is None and not self.daemon.paused:
+        if backend is None and not self.daemon.holding:
             pool = self.pool
             assert pool is not None
             backend = pool.take_idle(self.profile, self.cs)
@@ -328,6 +328,8 @@ class ClientSession(SessionCore, asyncio.Protocol):
             # PAUSE (admin console): new work waits; a client holding a backend (in a
             # transaction, pinned) goes on, so that what is in flight can finish.
             await self.daemon.wait_unpaused()
+        if self.daemon.primary_missing and self.backend is None and self._needs_primary():
+            await self.daemon.wait_for_primary()
         deadline = time.monotonic() + self.daemon.config.retry.timeout
         while True:
             if self._gate():

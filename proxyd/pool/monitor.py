@@ -46,6 +46,7 @@ class Monitor:
         self.on_primary = on_primary
         self.on_round = on_round  # after each round: the router's replicas (router.py)
         self.primary: Server | None = None
+        self.primary_ok = False  # as of the last round: see _decide
         self._conns: dict[int, BackendConnection] = {}  # by id(server)
         self._split_brain: tuple[str, ...] = ()  # the writable servers last logged
 
@@ -142,6 +143,9 @@ class Monitor:
                 )
             if chosen not in writable:
                 chosen = None
+        # Writes have somewhere to go: one writable server (or the last known primary
+        # while it is one of several writable).
+        self.primary_ok = chosen is not None and chosen.read_only is False
         if chosen is not None and chosen.read_only is False:
             chosen.role = PRIMARY
         if chosen is not None and chosen is not self.primary:

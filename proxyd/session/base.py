@@ -60,10 +60,15 @@ class Host(Protocol):
     pools: dict[str, Pool]
     accepting: bool
 
+    holding: bool  # new work waits: PAUSE, or no writable server
+    primary_missing: bool
+
     @property
     def paused(self) -> bool: ...
 
     async def wait_unpaused(self) -> None: ...
+
+    async def wait_for_primary(self) -> None: ...
 
     def server_version(self) -> bytes: ...
 

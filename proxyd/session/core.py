@@ -297,6 +297,16 @@ class SessionCore(LoginPhase, LocalCommands):
             return None
         return pool
 
+    def _needs_primary(self) -> bool:
+        """A command that may write (or start a transaction): with no writable server it
+        waits for one; a read runs on whichever server the pool has."""
+        command = self._command[0]
+        if command == COMMAND.COM_QUERY:
+            return not is_replica_read(self._command[1:])
+        if command == COMMAND.COM_STMT_EXECUTE and self._stmt is not None:
+            return not is_replica_read(self._stmt.sql)
+        return False
+
     def _leave_replica(self) -> None:
         """The session holds a replica's connection only for what its last read left
         (warnings for SHOW WARNINGS, an open cursor): any other command gives it back."""

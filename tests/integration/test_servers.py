@@ -190,6 +190,45 @@ def test_something_that_is_not_a_mysql_server_is_never_chosen(
             thread.join(5)
 
 
+def test_new_transactions_wait_for_a_primary_to_appear(
+    proxyd: Callable[..., ProxydProcess], replicas: ReplicaSet
+) -> None:
+    old = replicas.primary
+    new = replicas.replicas[0]
+    old.execute("CREATE TABLE test.waiting (id INT PRIMARY KEY)")
+    replicas.caught_up(new)
+    proxy = _proxy(proxyd, replicas.servers)
+    client = proxy.connect()
+    replicas.demote()
+    assert wait_until(lambda: "no writable server" in proxy.log_text(), 5)
+    # Reads go on meanwhile, answered by the read-only old primary.
+    assert _one(client, "SELECT COUNT(*) FROM waiting") == (0,)
+    outcome: dict[str, Any] = {}
+
+    def write() -> None:
+        started = time.monotonic()
+        try:
+            writer = proxy.connect()
+            writer.begin()
+            _one(writer, "INSERT INTO waiting VALUES (1)")
+            writer.commit()
+            outcome["server"] = _one(writer, "SELECT @@server_id")[0]
+        except pymysql.err.MySQLError as exc:
+            outcome["error"] = repr(exc)
+        outcome["took"] = time.monotonic() - started
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    time.sleep(1.0)
+    assert thread.is_alive(), outcome  # waiting for a primary, not refused with 1290
+    replicas.caught_up(new)
+    replicas.promote(new)
+    thread.join(20)
+    assert "error" not in outcome, outcome
+    assert outcome["server"] == replicas.server_id(new) and outcome["took"] >= 1.0, outcome
+    assert new.execute("SELECT id FROM test.waiting") == [(1,)]
+
+
 class _Traffic:
     """Writers inserting ids through proxyd, readers reading: every outcome kept."""
 

@@ -60,6 +60,8 @@ class Host:
         self.pools = {"app": object()}
         self.accepting = True
         self.paused = False
+        self.holding = False
+        self.primary_missing = False
         self.login_guard = LoginGuard(3, 1.0, 30.0)
         self.logins_in_progress = 0
         self.accounts = None
