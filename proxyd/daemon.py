@@ -6,8 +6,9 @@ starts accepting clients and tells systemd READY=1.
 
 Signals and the admin console drive the rest:
 
-  SIGHUP, RELOAD        re-read the config file; apply users, pool sizes, timeouts, log level
-                        and listen addresses without dropping a client. A config that does
+  SIGHUP, RELOAD        re-read the config file; apply users, pool sizes, timeouts, servers
+                        (proxyd/topology.py), log level and listen addresses without dropping
+                        a client. A config that does
                         not load (or an address that cannot be bound) is rejected as a whole
                         with the reason logged, and the running config stays.
   SIGTERM, SIGINT,      stop accepting (after ``shutdown_delay``, during which /readyz says
@@ -25,18 +26,18 @@ Backends are never cut from under a client: ones to be replaced (RECONNECT, a ne
 ``drain_before`` and closed when they come back idle; a shrunk pool closes its surplus the
 same way. ``proxyd.upkeep`` sweeps the idle lists for those, reports STATUS= to systemd and
 writes one log line per burst of backend recycling; ``proxyd.reload`` applies a new config
-to the server and the pools, and ``proxyd.listeners`` holds the listening sockets.
+to the pools, ``proxyd.topology`` to the servers, and ``proxyd.listeners`` holds the
+listening sockets.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from proxyd.admin import AdminSession
@@ -44,7 +45,6 @@ from proxyd.config import (
     Config,
     ConfigError,
     PoolConfig,
-    ServerEntry,
     UserConfig,
     load_config,
 )
@@ -55,14 +55,14 @@ from proxyd.logs import reconfigure
 from proxyd.metrics import DaemonCollector, MetricsHTTP
 from proxyd.pool import Pool, Server
 from proxyd.pool.accounts import AccountLookup, Found
-from proxyd.pool.monitor import Monitor
 from proxyd.pool.router import Router
 from proxyd.protocol import auth
 from proxyd.registry import PoolSummary, ReloadResult
-from proxyd.reload import apply_backend, apply_users, config_changes
+from proxyd.reload import apply_users, config_changes
 from proxyd.sdnotify import Notifier
 from proxyd.session.guard import LoginGuard
 from proxyd.stats import Stats
+from proxyd.topology import Topology
 from proxyd.upkeep import Upkeep, close_pool
 
 log = logging.getLogger("proxyd.daemon")
@@ -72,26 +72,8 @@ class Daemon:
     def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
         self.config = config
         self.stats = Stats()
-        # One Server per address of backend.servers; self.server is the primary (with
-        # several servers, as the monitor found it), the one every pool connects to.
-        self.servers = [
-            Server(
-                dataclasses.replace(
-                    config.backend,
-                    address=entry.address,
-                    weight=entry.weight,
-                    max_connections=entry.max_connections,
-                ),
-                self.stats,
-            )
-            for entry in config.backend.entries or (ServerEntry(config.backend.address),)
-        ]
-        for server in self.servers:
-            server.make_room = self._make_room
-        self.server = self.servers[0]
-        # backend.reads: replicas, with several servers: where reads go (pool/router.py).
-        self.router = self._make_router(config)
-        self.monitor = self._make_monitor(config)
+        # The servers, which is the primary, where reads go (proxyd/topology.py).
+        self.topology = Topology(config, self)
         self.pools: dict[str, Pool] = {
             name: Pool(user, config.pool, self.server, self.stats)
             for name, user in config.users.items()
@@ -120,12 +102,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._unpaused = asyncio.Event()
         self._unpaused.set()
-        # Several servers and none writable (the primary demoted or dead, no replica
-        # promoted yet): new transactions and writes wait for one, up to retry.timeout.
-        self.primary_missing = False
-        self._primary_found = asyncio.Event()
-        self._primary_found.set()
-        # New work waits (PAUSE, or no primary): sessions read this one attribute.
+        # New work waits (PAUSE, or no writable server): sessions read this one attribute.
         self.holding = False
         self._held = 0  # sessions waiting in wait_unpaused()
         self._reload_lock = asyncio.Lock()
@@ -155,92 +132,33 @@ class Daemon:
         finally:
             self._held -= 1
 
-    # -- several servers -------------------------------------------------------------
+    # -- several servers (proxyd/topology.py) ------------------------------------------
 
-    def _make_monitor(self, config: Config) -> Monitor | None:
-        if len(self.servers) < 2:
-            return None
-        backend = config.backend
-        if backend.monitor_user is not None:
-            account = UserConfig.own(backend.monitor_user, backend.monitor_password)
-        else:  # config.py made sure there is one
-            account = next(u for u in config.users.values() if u.backend_password is not None)
-        return Monitor(
-            self.servers,
-            account,
-            backend.monitor_interval,
-            self._primary_changed,
-            on_round=self._monitor_round,
-        )
+    @property
+    def server(self) -> Server:
+        """The primary: the server the users' pools connect to."""
+        return self.topology.server
 
-    def _make_router(self, config: Config) -> Router | None:
-        if config.backend.reads != "replicas" or len(self.servers) < 2:
-            return None
-        return Router(self.servers, config.backend.max_replica_lag, self._pool_config, self.stats)
+    @property
+    def servers(self) -> list[Server]:
+        return self.topology.servers
 
-    def _monitor_round(self) -> None:
-        if self.router is not None:
-            self.router.refresh()
-        assert self.monitor is not None
-        missing = not self.monitor.primary_ok
-        if missing == self.primary_missing:
-            return
-        self.primary_missing = missing
-        if missing:
-            self._primary_found.clear()
-            log.warning(
-                "no writable server: new transactions and writes wait for one (up to"
-                " retry.timeout, %gs)",
-                self.config.retry.timeout,
-            )
-        else:
-            self._primary_found.set()
-        self._update_holding()
+    @property
+    def router(self) -> Router | None:
+        return self.topology.router
+
+    @property
+    def primary_missing(self) -> bool:
+        return self.topology.primary_missing
 
     async def wait_for_primary(self) -> None:
-        """Return once a server is writable, or after retry.timeout (then the command
-        goes to the last known primary, whose answer the client gets)."""
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._primary_found.wait(), self.config.retry.timeout)
+        await self.topology.wait_for_primary()
 
     def _update_holding(self) -> None:
-        self.holding = self.paused or self.primary_missing
+        self.holding = self.paused or self.topology.primary_missing
 
-    def _make_room(self, server: Server) -> bool:
-        """backend.servers' max_connections reached on ``server`` while a pool wants a
-        connection there: close an idle one of another pool of that server."""
-        for pool in self.all_pools():
-            if pool.server is server and pool.idle and pool not in server.room_waiters:
-                pool.idle.pop(0).close("room_for_another_pool")  # the least recently used
-                return True
-        return False
-
-    async def _find_primary(self) -> None:
-        """With several servers, ask them which is the primary before any pool connects,
-        then keep asking."""
-        if self.monitor is None:
-            return
-        with contextlib.suppress(asyncio.TimeoutError):  # then the log line below says so
-            await asyncio.wait_for(self.monitor.check(), self.config.backend.connect_timeout)
-        if self.monitor.primary is None:
-            log.warning(
-                "no writable server among %s yet: trying %s until one is",
-                ", ".join(str(s.config.address) for s in self.servers),
-                self.server.config.address,
-            )
-        self._spawn_task(self.monitor.run())
-
-    def _primary_changed(self, server: Server) -> None:
-        """The monitor found another primary: new server connections go there; those to
-        the old one are closed as they come back (a client in a transaction there keeps
-        it until it ends, or until that server fails it)."""
-        self.server = server
-        now = time.monotonic()
-        for pool in self.all_pools():
-            if pool.server is not server:
-                pool.server = server
-                pool.drain_before = now
-                self.upkeep.sweep(pool)
+    def _sweep(self, pool: Pool) -> None:
+        self.upkeep.sweep(pool)
 
     # -- accounts --------------------------------------------------------------------
 
@@ -294,7 +212,7 @@ class Daemon:
         try:
             # The console and /healthz first: they help most while the backend is slow.
             await self.listeners.open(self.config, roles=(ADMIN, METRICS))
-            await self._find_primary()
+            await self.topology.start()
             for pool in self.pools.values():
                 pool.start()
             await self._warm_up()
@@ -359,7 +277,7 @@ class Daemon:
         log.info("SIGHUP: reloading %s", self.config.path)
         self._spawn_task(self.reload())
 
-    def _spawn_task(self, coro: Any) -> None:
+    def _spawn_task(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -400,18 +318,7 @@ class Daemon:
             return ReloadResult(False, exc.strerror or str(exc))
         changes = config_changes(old, new)
 
-        if len(self.servers) > 1 or len(new.backend.servers) > 1:
-            if new.backend.entries != old.backend.entries:
-                return ReloadResult(
-                    False, "backend.servers changed: restart proxyd to apply a new list"
-                )
-            self._apply_backend_settings(old, new)
-        else:
-            self.server = apply_backend(
-                self.server, self.all_pools(), old.backend, new.backend, self.stats
-            )
-            self.server.make_room = self._make_room
-            self.servers = [self.server]
+        self.topology.apply(old, new)
         self.config = new
         if new.users_from_server != old.users_from_server:
             if self.accounts is not None:
@@ -431,10 +338,7 @@ class Daemon:
             new_pool=lambda user: Pool(user, self._pool_config(), self.server, self.stats),
             clients=self.clients_of,
         )
-        if self.router is not None:
-            wanted = lambda name: name in new.users or name in self.server_pools  # noqa: E731
-            for pool in self.router.forget(wanted):
-                self._spawn_task(close_pool(pool))
+        self.topology.forget_users(lambda name: name in new.users or name in self.server_pools)
         for pool in self.all_pools():
             pool.config = self._pool_config()
             self.upkeep.sweep(pool)
@@ -448,33 +352,6 @@ class Daemon:
         if new.log != old.log:
             reconfigure(new.log.level, new.log.format)
         return ReloadResult(True, summary)
-
-    def _apply_backend_settings(self, old: Config, new: Config) -> None:
-        """Timeouts, TLS and monitoring of several servers (their list stays)."""
-        for server in self.servers:
-            server.config = dataclasses.replace(
-                new.backend,
-                address=server.config.address,
-                weight=server.config.weight,
-                max_connections=server.config.max_connections,
-            )
-        if self.monitor is not None:
-            self.monitor.interval = new.backend.monitor_interval
-        if (new.backend.reads, new.backend.max_replica_lag) != (
-            old.backend.reads,
-            old.backend.max_replica_lag,
-        ):
-            # Reads move at their next statement; replica pools no longer wanted close.
-            if self.router is not None:
-                for pool in self.router.forget(lambda name: False):
-                    self._spawn_task(close_pool(pool))
-            self.router = self._make_router(new)
-            if self.router is not None:
-                self.router.refresh()
-        if new.backend.tls != old.backend.tls:
-            now = time.monotonic()
-            for pool in self.all_pools():
-                pool.drain_before = now  # connections of the old TLS settings go as they idle
 
     def _pool_config(self) -> PoolConfig:
         """The pool settings in force: the config's, with no idle backends kept while paused."""
@@ -674,8 +551,7 @@ class Daemon:
         for task in list(self._tasks):
             if task is not asyncio.current_task():
                 task.cancel()  # the monitor, reloads in progress
-        if self.monitor is not None:
-            self.monitor.close()
+        self.topology.close()
         if self.accounts is not None:
             self.accounts.close()
         for pool in self.all_pools():

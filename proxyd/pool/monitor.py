@@ -117,6 +117,14 @@ class Monitor:
             broken = "replication is reconnecting to its primary"
         server.replication_error = broken + (f": {reason}" if reason else "")
 
+    def forget(self, server: Server) -> None:
+        """``server`` left backend.servers: close the monitor's connection to it."""
+        conn = self._conns.pop(id(server), None)
+        if conn is not None:
+            conn.close("server removed")
+        if self.primary is server:
+            self.primary = None
+
     def _lost(self, conn: BackendConnection, reason: str) -> None:
         for key, held in list(self._conns.items()):
             if held is conn:
@@ -159,6 +167,7 @@ class Monitor:
             self.on_primary(chosen)
 
     def close(self) -> None:
-        for conn in self._conns.values():
-            conn.close("shutting down")
+        conns = list(self._conns.values())
         self._conns.clear()
+        for conn in conns:  # each close reaches _lost
+            conn.close("shutting down")

@@ -90,7 +90,7 @@ class Router:
     def pools(self) -> list[Pool]:
         return list(self._pools.values())
 
-    def forget(self, keep: Callable[[str], bool]) -> list[Pool]:
-        """The pools of users that ``keep`` no longer wants; the caller closes them."""
-        gone = [key for key in self._pools if not keep(key[0])]
+    def forget(self, drop: Callable[[str, Server], bool]) -> list[Pool]:
+        """Take out the pools for which ``drop(user name, server)``; the caller closes them."""
+        gone = [key for key, pool in self._pools.items() if drop(key[0], pool.server)]
         return [self._pools.pop(key) for key in gone]

@@ -8,6 +8,7 @@ Real MariaDB GTID replication (tests/support/replication.py): a primary and two 
 from __future__ import annotations
 
 import collections
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -280,3 +281,61 @@ def test_max_connections_caps_a_server_and_reads_spill_to_the_primary(
     assert 0 < most[0] <= 3, most
     assert seen[replicas.server_id(small)] > 0 and seen[replicas.server_id(replicas.primary)] > 0
     assert sum(seen.values()) == 120
+
+
+def _reload(proxy: ProxydProcess, backend: dict[str, Any]) -> None:
+    reloads = proxy.log_text().count("reloaded ")
+    proxy.config["backend"] = backend
+    proxy.write_config()
+    proxy.send_signal(signal.SIGHUP)
+    assert wait_until(lambda: proxy.log_text().count("reloaded ") > reloads, 10), proxy.log_tail()
+
+
+def _app_connections(server: MariaDBServer) -> int:
+    query = "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'app'"
+    return int(server.execute(query)[0][0])
+
+
+def test_a_reload_adds_and_removes_servers_without_dropping_a_client(
+    proxyd: Callable[..., ProxydProcess], replicas: ReplicaSet
+) -> None:
+    first, second = replicas.replicas
+    ids = {s: replicas.server_id(s) for s in replicas.servers}
+    primary = backend_address(replicas.primary)
+    # One server to start with: every read on it.
+    proxy = proxyd(
+        {
+            "backend": {"address": primary, "reads": "replicas"},
+            "pool": {"max_size": 4, "min_idle": 1},
+            "admin": {"listen": f"127.0.0.1:{free_port()}", "password": "adminpw"},
+        }
+    )
+    client = proxy.connect()
+
+    def reads() -> set[int]:
+        return {_one(client, "SELECT @@server_id")[0] for _ in range(60)}
+
+    assert reads() == {ids[replicas.primary]}
+    several = {"servers": [primary, backend_address(first)], "monitor_interval": "0.2s"}
+    _reload(proxy, {**several, "reads": "replicas"})
+    assert wait_until(lambda: reads() == {ids[first]}, 10)
+    # A server added, then one removed: reads follow, its connections close.
+    several["servers"] = [primary, backend_address(first), backend_address(second)]
+    _reload(proxy, {**several, "reads": "replicas"})
+    assert wait_until(lambda: reads() == {ids[first], ids[second]}, 10)
+    several["servers"] = [primary, backend_address(second)]
+    _reload(proxy, {**several, "reads": "replicas"})
+    assert wait_until(lambda: reads() == {ids[second]}, 10)
+    assert wait_until(lambda: _app_connections(first) == 0, 10)
+    # Reads back on the primary, and back to one server: no monitor any more.
+    _reload(proxy, {**several, "reads": "primary"})
+    assert reads() == {ids[replicas.primary]}
+    _reload(proxy, {"address": primary})
+    assert reads() == {ids[replicas.primary]}
+    assert wait_until(lambda: _app_connections(second) == 0, 10)
+    rows = proxy.admin_rows("SHOW SERVERS")
+    assert rows and {r["address"] for r in rows} == {primary}, rows
+    assert {r["role"] for r in rows} == {None}, rows
+    # The client was never dropped, and writes always went to the primary.
+    _one(client, "CREATE TABLE IF NOT EXISTS test.reloaded (id INT)")
+    assert replicas.primary.execute("SHOW TABLES FROM test LIKE 'reloaded'") == [("reloaded",)]
