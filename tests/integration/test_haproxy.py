@@ -21,6 +21,7 @@ import pytest
 from tests.support.mariadb import MariaDBServer
 from tests.support.processes import free_port, port_accepts, spawn, stop_process, wait_until
 from tests.support.proxy import REPO_ROOT, ProxydProcess
+from tests.support.workload import running
 
 RECIPE = REPO_ROOT / "config" / "haproxy.cfg"
 
@@ -73,17 +74,7 @@ class _Load:
         self.committed: list[int] = []
         self.failures: list[str] = []
         self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._work, args=(n,)) for n in range(workers)]
-
-    def __enter__(self) -> _Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self._threads:
-            thread.join(60)
+        self.threads = [threading.Thread(target=self._work, args=(n,)) for n in range(workers)]
 
     def _work(self, n: int) -> None:
         next_id = n * 1_000_000
@@ -139,7 +130,8 @@ def test_one_proxyd_drained_behind_haproxy_fails_no_query(
     mariadb.execute("CREATE TABLE test.drained (id BIGINT PRIMARY KEY)")
     first, second = _proxy(proxyd), _proxy(proxyd)
     port = haproxy([first, second])
-    with _Load(port) as load:
+    load = _Load(port)
+    with running(load.threads, load.stop):
         # Both take clients while both are ready.
         assert wait_until(lambda: _commands(first) > 50 and _commands(second) > 50, 20)
         first.send_signal(signal.SIGTERM)

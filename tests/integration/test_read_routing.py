@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import mysql.connector
 import pytest
 
+from tests.integration.drivers import connector
 from tests.support.mariadb import MariaDBServer
 from tests.support.processes import free_port, wait_until
 from tests.support.proxy import ProxydProcess, backend_address
@@ -129,14 +129,7 @@ def test_reads_go_to_replicas_by_weight_and_the_rest_to_the_primary(
         )
 
     # Prepared reads too (mysql-connector's server-side prepared statements).
-    prepared = mysql.connector.connect(
-        host=proxy.host,
-        port=proxy.port,
-        user="app",
-        password="apppw",
-        database="test",
-        autocommit=True,
-    )
+    prepared = connector(proxy.host, proxy.port, autocommit=True)
     try:
         cur = prepared.cursor(prepared=True)
         found = set()

@@ -20,6 +20,7 @@ from tests.support.mariadb import MariaDBServer
 from tests.support.processes import free_port, wait_until
 from tests.support.proxy import ProxydProcess, backend_address
 from tests.support.replication import ReplicaSet
+from tests.support.workload import running
 
 # Client-side codes of a connection that broke: what proxyd must never let through.
 DROPPED = {2006, 2013, 2014, 2055}
@@ -245,19 +246,9 @@ class _Traffic:
         self.dropped: list[str] = []
         self.last_writer_server: dict[int, int] = {}
         self._lock = threading.Lock()
-        self._threads = [
-            threading.Thread(target=self._write, args=(n,)) for n in range(writers)
-        ] + [threading.Thread(target=self._read) for _ in range(readers)]
-
-    def __enter__(self) -> _Traffic:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self._threads:
-            thread.join(60)
+        self.threads = [threading.Thread(target=self._write, args=(n,)) for n in range(writers)] + [
+            threading.Thread(target=self._read) for _ in range(readers)
+        ]
 
     def _write(self, n: int) -> None:
         conn = self.proxy.connect(read_timeout=60, write_timeout=60)
@@ -267,7 +258,8 @@ class _Traffic:
             try:
                 with conn.cursor() as cur:
                     cur.execute("INSERT INTO failover (id) VALUES (%s)", (next_id,))
-                    cur.execute("SELECT @@server_id")
+                    # Where the write went (with reads on replicas, a plain read would not).
+                    cur.execute("/* proxyd:primary */ SELECT @@server_id")
                     row = cur.fetchone()
             except pymysql.err.MySQLError as exc:
                 code = exc.args[0] if exc.args else 0
@@ -308,7 +300,8 @@ def test_failover_to_a_promoted_replica_drops_no_client_and_loses_no_write(
     replicas.caught_up(other)
     proxy = _proxy(proxyd, replicas.servers, reads=reads)
     new_id = replicas.server_id(new)
-    with _Traffic(proxy) as traffic:
+    traffic = _Traffic(proxy)
+    with running(traffic.threads, traffic.stop):
         time.sleep(1.0)
         # What an orchestrator does: stop writes on the primary, let a replica catch up,
         # stop the old primary, promote the replica, point the other one at it.
