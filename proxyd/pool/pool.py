@@ -280,14 +280,17 @@ class Pool:
         """Start connections for waiters that no pending connect will serve."""
         unserved = len(self.waiters) - self.connecting
         while unserved > 0:
-            if self.size >= self.config.max_size:
-                # Full: make room by closing an idle connection of another profile.
+            full = self.size >= self.config.max_size
+            if full or not self.server.has_room():
+                # Full, or the server at its max_connections: make room by closing an
+                # idle connection of another profile.
                 victim = next((c for c in self.idle if not self._wanted_by_waiter(c)), None)
-                if victim is None:
+                if victim is not None:
+                    self.idle.remove(victim)
+                    victim.close("profile_swap")
+                    continue
+                if full:
                     return
-                self.idle.remove(victim)
-                victim.close("profile_swap")
-                continue
             profile = self.waiters[-unserved].profile
             if not self._spawn(profile):
                 return

@@ -249,11 +249,14 @@ def test_max_connections_caps_a_server_and_reads_spill_to_the_primary(
             most[0] = max(most[0], int(count))
             time.sleep(0.01)
 
+    start = threading.Barrier(8)
+
     def read() -> None:
         try:
             conn = proxy.connect()
+            start.wait(30)  # all at once, whatever the machine's pace: they must overlap
             for _ in range(15):
-                server_id = _one(conn, "SELECT @@server_id, SLEEP(0.05)")[0]
+                server_id = _one(conn, "SELECT @@server_id, SLEEP(0.1)")[0]
                 with lock:
                     seen[server_id] += 1
         except Exception as exc:  # every failure is reported below
