@@ -341,3 +341,35 @@ def required_secret(section: Section, base: str, config_dir: str) -> str:
     if secret is None:
         raise section.error(base, f"missing (set one of {base}, {base}_env or {base}_file)")
     return secret
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB|K|M|G)?\s*$", re.I)
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kib": 1024,
+    "kb": 1000,
+    "m": 1024**2,
+    "mib": 1024**2,
+    "mb": 1000**2,
+    "g": 1024**3,
+    "gib": 1024**3,
+    "gb": 1000**3,
+}
+
+
+def size(value: object) -> int:
+    """A number of bytes, or a string with a unit: ``512KiB``, ``1MiB``, ``2M`` (binary),
+    ``1MB`` (decimal)."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a size, got {describe(value)}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"must not be negative, got {value}")
+        return value
+    if isinstance(value, str):
+        match = _SIZE.match(value)
+        if match:
+            return int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()]
+    raise ValueError(f"expected a size such as 1048576, 512KiB or 1MiB, got {describe(value)}")

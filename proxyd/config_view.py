@@ -88,7 +88,13 @@ def redacted(config: Config) -> dict[str, Any]:
         "shutdown_timeout": config.shutdown_timeout,
         "shutdown_wait_for_clients": config.shutdown_wait_for_clients,
         "shutdown_delay": config.shutdown_delay,
-        "retry": {"max_attempts": config.retry.max_attempts, "timeout": config.retry.timeout},
+        "retry": {
+            "max_attempts": config.retry.max_attempts,
+            "timeout": config.retry.timeout,
+            "transaction_replay": config.retry.transaction_replay,
+            "transaction_replay_max_size": config.retry.transaction_replay_max_size,
+            "transaction_replay_attempts": config.retry.transaction_replay_attempts,
+        },
         "admin": None
         if config.admin is None
         else {"listen": str(config.admin.listen), "user": config.admin.user, "password": REDACTED},

@@ -20,10 +20,10 @@ from typing import Any
 
 from proxyd.pool import AcquireError, Waiter
 from proxyd.protocol.constants import COMMAND
-from proxyd.protocol.errors import ProtocolError
 from proxyd.protocol.messages import ErrPacket, build_err
 from proxyd.protocol.packets import encode_packet
 from proxyd.protocol.response import ResponseTracker
+from proxyd.replay import replay_transaction
 from proxyd.server.connection import BackendConnection, BackendError
 from proxyd.session.answers import ER_CON_COUNT, ER_HANDSHAKE, ER_UNKNOWN_ERROR
 from proxyd.session.base import State
@@ -31,7 +31,7 @@ from proxyd.session.core import SessionCore
 from proxyd.session.hints import replace_previous_results
 from proxyd.session.identity import rewrite_ids
 from proxyd.session.login import DEFAULT_SERVER_VERSION
-from proxyd.session.state import PreparedStatement
+from proxyd.session.state import PreparedStatement, execute_packets, with_param_types
 from proxyd.tls import TLSError, TLSLayer, TLSTransport
 
 __all__ = ["DEFAULT_SERVER_VERSION", "ClientSession", "State"]
@@ -276,6 +276,13 @@ class ClientSession(SessionCore, asyncio.Protocol):
     def _rerun(self, pause: float) -> None:
         self._spawn(self._rerun_after(pause))
 
+    def _replay(self) -> None:
+        self._spawn(self._replay_transaction())
+
+    async def _replay_transaction(self) -> None:
+        outcome, reason = await replay_transaction(self)
+        self._replay_done(outcome, reason)
+
     def _relay_infile(self, seq: int, payload: bytes) -> None:
         backend = self.backend
         tracker = self._tracker
@@ -387,24 +394,15 @@ class ClientSession(SessionCore, asyncio.Protocol):
                 raise BackendError("backend closed during ping")
         cs = self.cs
         stats = self.daemon.stats
-        if cs.schema is not None and backend.schema != cs.schema:
-            stats.inc("state_replays")
-            err = await backend.init_db(cs.schema)
-            if err is not None:
-                return err
-        if backend.multi_statements != cs.multi_statements:
-            await backend.set_multi_statements(cs.multi_statements)
         variables = cs.vars
         if self._hints.reads_last_insert_id and backend.last_insert_id != cs.last_insert_id:
             variables = {**variables, b"last_insert_id": str(cs.last_insert_id).encode()}
-        if backend.charset != cs.charset or backend.vars != variables:
-            stats.inc("state_replays")
-            err = await backend.apply_state(cs.charset, variables)
-            if err is not None:
-                return err
-            if b"last_insert_id" in variables:
-                backend.vars.pop(b"last_insert_id", None)
-                backend.last_insert_id = cs.last_insert_id
+        err = await backend.take_state(cs.schema, cs.charset, variables, cs.multi_statements, stats)
+        if err is not None:
+            return err
+        if b"last_insert_id" in variables:
+            backend.vars.pop(b"last_insert_id", None)
+            backend.last_insert_id = cs.last_insert_id
         stmt = self._stmt
         if stmt is not None and backend.statement_id(stmt.sql) is None:
             stats.inc("reprepares")
@@ -479,6 +477,8 @@ class ClientSession(SessionCore, asyncio.Protocol):
         tracker = ResponseTracker(command, backend.capabilities, self.capabilities)
         if command == COMMAND.COM_STMT_PREPARE:
             tracker.statement_id = self.cs.next_statement_id
+        elif self._wants_digest():
+            tracker.digest = 0  # a transaction's answer, kept for a replay
         self._tracker = tracker
         self._started = time.monotonic()
         backend.read_timeout = self.daemon.config.backend.read_timeout
@@ -512,32 +512,9 @@ class ClientSession(SessionCore, asyncio.Protocol):
         """The client's statement command, speaking of this backend's statement id."""
         server_id = backend.statement_id(stmt.sql)
         assert server_id is not None
-        sid = server_id.to_bytes(4, "little")
-        out = []
         if payload[0] == COMMAND.COM_STMT_EXECUTE:
-            for chunk in stmt.long_data:
-                out.append(
-                    encode_packet(bytes((COMMAND.COM_STMT_SEND_LONG_DATA,)) + sid + chunk, 0)
-                )
-            payload = self._with_param_types(stmt, payload)
-        out.append(encode_packet(payload[:1] + sid + payload[5:], 0))
-        return b"".join(out)
-
-    @staticmethod
-    def _with_param_types(stmt: PreparedStatement, payload: bytes) -> bytes:
-        """Always send parameter types: this backend's copy may have others bound."""
-        n = stmt.num_params
-        if n == 0:
-            return payload
-        bound_at = 10 + (n + 7) // 8
-        if len(payload) <= bound_at:
-            raise ProtocolError("COM_STMT_EXECUTE too short for its parameters")
-        if payload[bound_at] == 1:
-            stmt.param_types = payload[bound_at + 1 : bound_at + 1 + 2 * n]
-            return payload
-        if stmt.param_types is None:
-            return payload
-        return payload[:bound_at] + b"\x01" + stmt.param_types + payload[bound_at + 1 :]
+            return execute_packets(server_id, with_param_types(stmt, payload), stmt.long_data)
+        return execute_packets(server_id, payload, ())
 
     # -- the end of a session --------------------------------------------------------
 

@@ -32,6 +32,7 @@ from prometheus_client.core import (
 
 from proxyd import __version__
 from proxyd.registry import PoolSummary
+from proxyd.session.record import OUTCOMES as REPLAY_OUTCOMES
 from proxyd.stats import RECYCLE_REASONS, Stats
 
 __all__ = ["COUNTERS", "RECYCLE_REASONS", "DaemonCollector", "MetricsHTTP", "Stats"]
@@ -234,6 +235,17 @@ class DaemonCollector:
             if server.lag is not None:
                 lag.add_metric([str(server.config.address)], server.lag)
         yield lag
+
+        replays = CounterMetricFamily(
+            "proxyd_transaction_replays",
+            "Transactions whose server connection was lost, by what became of them: replayed"
+            " (the client saw nothing), mismatch (the replay answered differently: 1213),"
+            " too_large, not_replayable, commit_in_flight (the in-doubt ERR)",
+            labels=["outcome"],
+        )
+        for outcome in REPLAY_OUTCOMES:
+            replays.add_metric([outcome], daemon.stats.counters[f"transaction_replays_{outcome}"])
+        yield replays
 
         conns = GaugeMetricFamily(
             "proxyd_server_connections",

@@ -38,6 +38,8 @@ Answers by command (page_protocol_command_phase.html):
 
 from __future__ import annotations
 
+import zlib
+
 from proxyd.protocol.constants import (
     CLIENT,
     COMMAND,
@@ -106,6 +108,7 @@ class ResponseTracker:
         "_strip_tracking",
         "capabilities",
         "command",
+        "digest",
         "err",
         "last_seq",
         "ok",
@@ -149,6 +152,9 @@ class ResponseTracker:
         self._continued = False
         # The packet (its start) that made feed() raise ProtocolError, for the log.
         self.unplaced: bytes | None = None
+        # CRC-32 of every byte relayed to the client for this command, when the session
+        # records it (a transaction, for a replay: proxyd/session/record.py); else None.
+        self.digest: int | None = None
 
     @property
     def done(self) -> bool:
@@ -177,8 +183,15 @@ class ResponseTracker:
         self.state = FIRST
 
     def take_output(self) -> list[bytes | memoryview]:
+        """The bytes for the client since the last call (hashed into ``digest`` when the
+        session records this answer)."""
         out = self.out
         self.out = []
+        if self.digest is not None:
+            digest = self.digest
+            for chunk in out:
+                digest = zlib.crc32(chunk, digest)
+            self.digest = digest
         return out
 
     def feed(self, data: bytes) -> bytes:

@@ -15,6 +15,7 @@ import asyncio
 import collections
 import contextlib
 import time
+from typing import Any
 
 from pymysql.charset import charset_by_id
 
@@ -202,6 +203,29 @@ class ServerSession:
         if packets and packets[0][:1] == b"\xff":
             raise BackendError("COM_SET_OPTION refused", parse_err(packets[0]))
         self.multi_statements = on
+
+    async def take_state(
+        self,
+        schema: bytes | None,
+        charset: int,
+        variables: dict[bytes, bytes],
+        multi_statements: bool,
+        stats: Any,
+    ) -> ErrPacket | None:
+        """Bring this server session to a client's (schema, multi-statements, character
+        set, session variables) with as few round trips as it takes; the server's ERR if
+        it refuses a part."""
+        if schema is not None and self.schema != schema:
+            stats.inc("state_replays")
+            err = await self.init_db(schema)
+            if err is not None:
+                return err
+        if self.multi_statements != multi_statements:
+            await self.set_multi_statements(multi_statements)
+        if self.charset != charset or self.vars != variables:
+            stats.inc("state_replays")
+            return await self.apply_state(charset, variables)
+        return None
 
     async def init_db(self, schema: bytes) -> ErrPacket | None:
         packets = await self.command(COMMAND.COM_INIT_DB, schema)

@@ -47,6 +47,24 @@ LOST_TRANSACTION = build_err(
 )
 
 
+def lost_transaction_err(reason: str | None) -> bytes:
+    """1213 for a transaction lost with its server connection; ``reason``: why it was not
+    replayed (retry.transaction_replay), when it could have been."""
+    if reason is None:
+        return LOST_TRANSACTION
+    return build_err(
+        ER_LOCK_DEADLOCK,
+        "proxyd: the connection to the server was lost inside a transaction and it could not"
+        f" be replayed ({reason}); the transaction was rolled back, retry it",
+        b"40001",
+    )
+
+
+def is_lost_transaction(err: bytes) -> bool:
+    """One of the answers above (every 1213 proxyd makes itself is one)."""
+    return err[:3] == LOST_TRANSACTION[:3]
+
+
 def lost_state_err(lost: str) -> bytes:
     # The command is not run: without that state it could do something else than meant
     # (a user variable read as NULL, a temporary table's name resolving to a real one).

@@ -27,6 +27,7 @@ from proxyd.session.answers import ER_NET_PACKETS_OUT_OF_ORDER, ER_UNKNOWN_STMT_
 from proxyd.session.guard import LoginGuard
 from proxyd.session.hints import NO_HINTS
 from proxyd.session.identity import CLIENT_ID_TOP
+from proxyd.session.record import StartState, TransactionRecord
 from proxyd.session.state import ClientState, PreparedStatement
 
 if TYPE_CHECKING:
@@ -216,6 +217,13 @@ class SessionBase:
         # the KILL is answered (see _end_kill).
         self._kill_of: tuple[Any, ServerConnection] | None = None
         self._killing: ServerConnection | None = None
+        # Transaction replay (session/replaying.py): the open transaction's record, the
+        # session as the next transaction would start, whether state was held before it,
+        # and whether the transaction's connection was lost between two statements.
+        self._record: TransactionRecord | None = None
+        self._txn_start: StartState | None = None
+        self._held_before = False
+        self._replay_owed = False
 
     def _password_for(self, user: bytes) -> Credentials | None:
         account = self.daemon.user_config(user.decode("utf-8", "replace"))
@@ -327,6 +335,15 @@ class SessionBase:
     def _run(self) -> None:
         """Run ``self._command`` (past the gate) on a server connection brought to this
         session's state; its answer comes back through _answered or backend_lost."""
+        raise NotImplementedError
+
+    def _replay(self) -> None:
+        """Replay the recorded transaction on another server connection, then call
+        _replay_done (proxyd/replay.py)."""
+        raise NotImplementedError
+
+    def _replay_done(self, outcome: str, reason: str) -> None:
+        """The replay's outcome (session/replaying.py)."""
         raise NotImplementedError
 
     def _rerun(self, pause: float) -> None:

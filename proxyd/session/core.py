@@ -45,10 +45,11 @@ from proxyd.session.answers import (
     ER_NET_PACKET_TOO_LARGE,
     ER_STMT_HAS_NO_OPEN_CURSOR,
     ER_UNKNOWN_COM,
-    LOST_TRANSACTION,
     REFUSED_COMMANDS,
+    is_lost_transaction,
     lost_in_flight_err,
     lost_state_err,
+    lost_transaction_err,
 )
 from proxyd.session.hints import NO_HINTS, analyse, replace_connection_id
 from proxyd.session.identity import PROCESSLIST_COLUMNS, THREADS_COLUMNS, Client, ProcessView
@@ -63,6 +64,8 @@ from proxyd.server.connection import PROTOCOL_ERROR
 from proxyd.session.base import MAX_BUFFERED_INPUT, RETRY_PAUSE, ServerConnection, State
 from proxyd.session.local import LocalCommands
 from proxyd.session.login import LoginPhase
+from proxyd.session.record import COMMIT_IN_FLIGHT, NOT_REPLAYABLE
+from proxyd.session.replaying import TransactionReplay
 
 log = logging.getLogger("proxyd.frontend")
 
@@ -77,7 +80,7 @@ def _not_client(name: str) -> str:
     return f"Variable 'character_set_client' can't be set to the value of '{name}'"
 
 
-class SessionCore(LoginPhase, LocalCommands):
+class SessionCore(LoginPhase, LocalCommands, TransactionReplay):
     """One client session's decisions; see the module docstring."""
 
     # Commands answered without a server connection, by command byte (filled below).
@@ -361,14 +364,16 @@ class SessionCore(LoginPhase, LocalCommands):
         backend = self.backend
         if backend is not None and backend.closed:
             self.backend_lost(backend, backend.close_reason or "closed")
-        elif backend is None and self.cs.bound:
+        elif backend is None and self.cs.bound and not self._replay_owed:
             self._note_lost("no server connection")
+        if self._replay_owed:
+            return self._replay_owed_gate()
         loss = self._loss
         if loss is None:
             return False
         self._loss = None
         self.daemon.stats.inc("errors_passed_on")
-        if loss is LOST_TRANSACTION and is_plain_rollback(self._command):
+        if is_lost_transaction(loss) and is_plain_rollback(self._command):
             # What the client asks for has happened: the server rolled it back.
             loss = self._ok()
         if self.state is State.IDLE:
@@ -381,11 +386,21 @@ class SessionCore(LoginPhase, LocalCommands):
         """The server connection holding this idle session's state is gone."""
         cs = self.cs
         in_transaction = cs.in_transaction
+        if in_transaction and self._can_replay():
+            self._replay_owed = True
+            log.info(
+                "session %s: backend lost inside a transaction (%s); replaying it before the"
+                " next statement",
+                self.id,
+                reason,
+            )
+            return
+        why = self._count_lost_transaction() if in_transaction else None
         lost = cs.lose_backend()
         if in_transaction or lost:
             self.daemon.stats.inc("session_state_lost")
         if in_transaction:
-            self._loss = LOST_TRANSACTION
+            self._loss = lost_transaction_err(why)
             log.warning("session %s: backend lost inside a transaction (%s)", self.id, reason)
         elif lost:
             self._loss = lost_state_err(lost)
@@ -403,15 +418,21 @@ class SessionCore(LoginPhase, LocalCommands):
         if self.state is State.CLOSED:
             return
         if tracker.awaiting_infile:
+            if self._record is not None:
+                self._infile_started()
             self._to(State.INFILE)
             self._pump()
             return
         self._tracker = None
         self._end_kill()
         self.daemon.stats.observe_query(time.monotonic() - self._started)
+        long_data: tuple[bytes, ...] = ()
         if self._stmt is not None:
+            long_data = tuple(self._stmt.long_data)
             self._stmt.long_data.clear()  # kept until now for a re-run
         self._absorb(tracker)
+        if tracker.digest is not None or self._record is not None:
+            self._note_transaction(tracker, long_data)
         self._to(State.IDLE)
         self._maybe_release()
         self._pump()
@@ -487,6 +508,32 @@ class SessionCore(LoginPhase, LocalCommands):
                 self._to(State.ACQUIRING)
                 self._rerun(pause)
                 return
+        why = None
+        if was_in_trans and self._record is not None:
+            if (
+                nothing_sent
+                and not garbled
+                and self._can_replay()
+                and cannot_commit(command, prepared)
+                and not is_plain_rollback(command)
+            ):
+                log.info(
+                    "session %s: backend lost inside a transaction (%s); replaying it, then"
+                    " this statement",
+                    self.id,
+                    reason,
+                )
+                if self.state is State.INFILE:
+                    self._to(State.IN_COMMAND)
+                self._to(State.ACQUIRING)
+                self._replay()
+                return
+            if not cannot_commit(command, prepared):
+                self._count_lost_transaction(COMMIT_IN_FLIGHT)
+            elif not nothing_sent or garbled:
+                self._count_lost_transaction(NOT_REPLAYABLE)
+            else:
+                why = self._count_lost_transaction()
         self.daemon.stats.inc("errors_passed_on")
         if stmt is not None:
             stmt.long_data.clear()
@@ -497,7 +544,7 @@ class SessionCore(LoginPhase, LocalCommands):
         if was_in_trans and nothing_sent and is_plain_rollback(command):
             err = self._ok()  # rolled back either way
         elif was_in_trans and cannot_commit(command, prepared):
-            err = LOST_TRANSACTION
+            err = lost_transaction_err(why)
         else:
             err = lost_in_flight_err(
                 reason,

@@ -27,6 +27,7 @@ whatever backend the client gets next. Unmovable state pins:
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pymysql.charset import charset_by_id, charset_by_name
@@ -41,7 +42,9 @@ from proxyd.protocol.constants import (
     SESSION_TRACK_TRANSACTION_CHARACTERISTICS,
     SESSION_TRACK_TRANSACTION_STATE,
 )
+from proxyd.protocol.errors import ProtocolError
 from proxyd.protocol.messages import StateChange
+from proxyd.protocol.packets import encode_packet
 from proxyd.protocol.response import ResponseTracker
 from proxyd.session.hints import NO_HINTS, StatementHints
 from proxyd.variables import CHARSET_VARIABLES, REPORTED_VARIABLES, UNMOVABLE_VARIABLES
@@ -115,6 +118,8 @@ class ClientState:
         self.multi_statements = bool(capabilities & CLIENT.MULTI_STATEMENTS)
         self.last_insert_id = 0
         self.last_gtid = b""  # MariaDB's @@last_gtid after this client's last write
+        self.characteristics = b""  # the pending SET TRANSACTION, as the server states it
+        self.nontransactional_write = False  # in this transaction (see _apply_changes)
         self.row_count = -1  # ROW_COUNT() of the previous statement
         self.found_rows = 0  # FOUND_ROWS() after a plain SELECT
         self.status_flags = SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT
@@ -317,10 +322,16 @@ class ClientState:
             elif c.type == SESSION_TRACK_TRANSACTION_CHARACTERISTICS:
                 if c.name and not self.in_transaction:
                     self.pins["characteristics"] = PIN_DESCRIPTIONS["characteristics"]
+                    self.characteristics = c.name  # SET TRANSACTION ...;
                 else:
                     self.pins.pop("characteristics", None)
-            elif c.type == SESSION_TRACK_TRANSACTION_STATE and c.name.endswith(b"L"):
-                self.pins["table_locks"] = PIN_DESCRIPTIONS["table_locks"]
+            elif c.type == SESSION_TRACK_TRANSACTION_STATE:
+                if c.name.endswith(b"L"):
+                    self.pins["table_locks"] = PIN_DESCRIPTIONS["table_locks"]
+                # "TrRwWsSL", one flag per place: w, a non-transactional table written,
+                # which a rollback cannot undo (a replay would write it twice).
+                if c.name[3:4] == b"w":
+                    self.nontransactional_write = True
         explained = (
             hints.user_variables
             or hints.temp_tables_created
@@ -336,3 +347,32 @@ class ClientState:
 
 def _listed(names: set[bytes]) -> list[str]:
     return sorted(n.decode("utf-8", "replace") for n in names)
+
+
+def with_param_types(stmt: PreparedStatement, payload: bytes) -> bytes:
+    """A COM_STMT_EXECUTE that always sends its parameter types: the server connection's
+    copy of the statement may have others bound (or none) from another client's use."""
+    n = stmt.num_params
+    if n == 0:
+        return payload
+    bound_at = 10 + (n + 7) // 8
+    if len(payload) <= bound_at:
+        raise ProtocolError("COM_STMT_EXECUTE too short for its parameters")
+    if payload[bound_at] == 1:
+        stmt.param_types = payload[bound_at + 1 : bound_at + 1 + 2 * n]
+        return payload
+    if stmt.param_types is None:
+        return payload
+    return payload[:bound_at] + b"\x01" + stmt.param_types + payload[bound_at + 1 :]
+
+
+def execute_packets(server_id: int, payload: bytes, long_data: Iterable[bytes]) -> bytes:
+    """A statement command (and the long data it carries) framed for a server connection
+    whose id for the statement is ``server_id``."""
+    sid = server_id.to_bytes(4, "little")
+    out = [
+        encode_packet(bytes((COMMAND.COM_STMT_SEND_LONG_DATA,)) + sid + chunk, 0)
+        for chunk in long_data
+    ]
+    out.append(encode_packet(payload[:1] + sid + payload[5:], 0))
+    return b"".join(out)

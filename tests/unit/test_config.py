@@ -578,3 +578,13 @@ def test_several_servers_need_an_account_for_the_monitor(tmp_path: Path) -> None
     assert error.key == "backend.monitor_user" and "monitor needs an account" in error.reason
     with_monitor = text.replace("3306]\n", "3306]\n  monitor_user: mon\n  monitor_password: m\n")
     assert load_config(write(tmp_path, with_monitor)).backend.monitor_user == "mon"
+
+
+def test_transaction_replay_settings(tmp_path: Path) -> None:
+    text = MINIMAL + "retry:\n  transaction_replay: true\n  transaction_replay_max_size: 512KiB\n"
+    retry = load_config(write(tmp_path, text)).retry
+    assert (retry.transaction_replay, retry.transaction_replay_max_size) == (True, 512 * 1024)
+    assert retry.transaction_replay_attempts == 3
+    error = load_error(tmp_path, MINIMAL + "retry:\n  transaction_replay_max_size: lots\n")
+    assert error.key == "retry.transaction_replay_max_size"
+    assert error.reason.startswith("expected a size such as")
