@@ -30,6 +30,7 @@ from proxyd.protocol.messages import ErrPacket
 from proxyd.protocol.packets import encode_packet
 from proxyd.protocol.response import ResponseTracker
 from proxyd.server.connection import BackendConnection, BackendError
+from proxyd.session.base import State
 from proxyd.session.record import MISMATCH, NOT_REPLAYABLE, REPLAYED, Entry, TransactionRecord
 from proxyd.session.state import execute_packets
 
@@ -107,15 +108,12 @@ async def replay_transaction(session: Any) -> tuple[str, str]:
         except asyncio.TimeoutError:
             conn.close("replay_timed_out")
             return NOT_REPLAYABLE, "the replay took longer than retry.timeout"
-        if mismatch is not None:
+        if mismatch is not None or session.state is State.CLOSED:
             conn.holder = None
             conn.needs_reset = True  # rolls the replayed transaction back
             session.pool.release(conn)
-            return MISMATCH, mismatch
-        if session.state.value == "closed":
-            conn.holder = None
-            conn.needs_reset = True
-            session.pool.release(conn)
+            if mismatch is not None:
+                return MISMATCH, mismatch
             return NOT_REPLAYABLE, "the client left"
         session._hold(conn)
         return REPLAYED, f"{len(record.entries)} statements, attempt {attempt}"

@@ -273,22 +273,12 @@ class SessionCore(LoginPhase, LocalCommands, TransactionReplay):
             or self.daemon.config.pool.mode == "session"
         ):
             return None
-        command = self._command[0]
-        if command == COMMAND.COM_QUERY:
-            hints = self._hints
-            if hints is not NO_HINTS and (
-                hints.server_ids is not None or hints.diagnostics or hints.calc_found_rows
-            ):
-                return None
-            if not is_replica_read(self._command[1:]):
-                return None
-        elif command == COMMAND.COM_STMT_EXECUTE and self._stmt is not None:
-            stmt = self._stmt
-            if stmt.replica_read is None:
-                stmt.replica_read = is_replica_read(stmt.sql)
-            if not stmt.replica_read:
-                return None
-        else:
+        hints = self._hints
+        if hints is not NO_HINTS and (
+            hints.server_ids is not None or hints.diagnostics or hints.calc_found_rows
+        ):
+            return None
+        if not self._is_read():
             return None
         server = router.pick()
         if server is None:
@@ -300,14 +290,25 @@ class SessionCore(LoginPhase, LocalCommands, TransactionReplay):
             return None
         return pool
 
+    def _is_read(self) -> bool:
+        """The command only reads, as session/routing.py tells it (a prepared statement's
+        answer kept with it)."""
+        command = self._command[0]
+        if command == COMMAND.COM_QUERY:
+            return is_replica_read(self._command[1:])
+        stmt = self._stmt
+        if command == COMMAND.COM_STMT_EXECUTE and stmt is not None:
+            if stmt.replica_read is None:
+                stmt.replica_read = is_replica_read(stmt.sql)
+            return stmt.replica_read
+        return False
+
     def _needs_primary(self) -> bool:
         """A command that may write (or start a transaction): with no writable server it
         waits for one; a read runs on whichever server the pool has."""
         command = self._command[0]
-        if command == COMMAND.COM_QUERY:
-            return not is_replica_read(self._command[1:])
-        if command == COMMAND.COM_STMT_EXECUTE and self._stmt is not None:
-            return not is_replica_read(self._stmt.sql)
+        if command in (COMMAND.COM_QUERY, COMMAND.COM_STMT_EXECUTE):
+            return not self._is_read()
         return False
 
     def _leave_replica(self) -> None:

@@ -45,6 +45,14 @@ def _replays(proxy: ProxydProcess) -> dict[str, int]:
     }
 
 
+def _in_transaction(proxy: ProxydProcess) -> Any:
+    """A client in a transaction that wrote row 1."""
+    client = proxy.connect()
+    client.begin()
+    _one(client, "INSERT INTO t VALUES (1, 10)")
+    return client
+
+
 @pytest.fixture
 def server(fresh_mariadb: MariaDBServer) -> MariaDBServer:
     fresh_mariadb.execute("CREATE TABLE test.t (id INT PRIMARY KEY, v INT)")
@@ -55,9 +63,7 @@ def test_killed_between_statements_the_transaction_goes_on(
     proxyd: Callable[..., ProxydProcess], server: MariaDBServer
 ) -> None:
     proxy = _proxy(proxyd, server)
-    client = proxy.connect()
-    client.begin()
-    _one(client, "INSERT INTO t VALUES (1, 10)")
+    client = _in_transaction(proxy)
     assert _one(client, "SELECT COUNT(*) FROM t") == (1,)
     assert server.kill_connections("app") >= 1
     _one(client, "INSERT INTO t VALUES (2, 20)")
@@ -71,9 +77,7 @@ def test_killed_during_a_long_statement_the_statement_runs_again(
     proxyd: Callable[..., ProxydProcess], server: MariaDBServer
 ) -> None:
     proxy = _proxy(proxyd, server)
-    client = proxy.connect()
-    client.begin()
-    _one(client, "INSERT INTO t VALUES (1, 10)")
+    client = _in_transaction(proxy)
     killer = threading.Timer(0.5, server.kill_connections, args=("app",))
     killer.start()
     started = time.monotonic()
